@@ -1,0 +1,85 @@
+"""Api server: the stateless front end of the book's REST API.
+
+``create_app`` runs inside each gunicorn worker: it opens the metadata store, starts the
+RabbitMQ thread (heartbeats in, locates out) and registers the blueprints.  Tests pass their
+own collaborators (``metadata``, ``bus``, ``registry``, ``locator``, ``client``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from flask import Flask, jsonify
+
+from api_server import errors, heartbeat, locate, objects, versions
+from api_server.heartbeat import DataServerRegistry
+from api_server.locate import Locator
+from lib.config import Config
+from lib.hashing import quote_hash
+from lib.metadata import MetadataStore, open_store
+from lib.objectstream import DataServerClient
+from lib.rabbitmq import Bus
+from lib.webapp import create_flask_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ApiServer:
+    config: Config
+    metadata: MetadataStore
+    registry: DataServerRegistry
+    locator: Locator
+    client: DataServerClient
+    bus: Bus
+
+    def request_repair(self, hash_: str, size: int, shards: list[int]) -> None:
+        """Ask for missing or damaged shards to be rebuilt (the async repair path)."""
+        log.warning("object %s (%d bytes) needs shards %s rebuilt", hash_, size, shards)
+
+    def after_failed_version(self, hash_: str) -> None:
+        """Compensate a PUT whose metadata write failed: drop its now-orphaned shards."""
+        try:
+            if self.metadata.has_hash(hash_):
+                return                   # another version references the content: keep it
+            for address in set(self.locator.locate(hash_).values()):
+                self.client.delete_shards(address, quote_hash(hash_))
+        except Exception:
+            log.exception("could not remove orphaned shards of %s; the orphan collector will",
+                          hash_)
+
+
+def create_app(config: Config | None = None, *, metadata: MetadataStore | None = None,
+               bus: Bus | None = None, registry: DataServerRegistry | None = None,
+               client: DataServerClient | None = None) -> Flask:
+    config = config or Config.from_env()
+    metadata = metadata or open_store(config)
+    registry = registry or DataServerRegistry(config.server_ttl)
+    start_bus = bus is None
+    bus = bus or Bus(config.rabbitmq_server, f"api-{config.listen_address}",
+                     exchanges=(config.api_exchange, config.data_exchange))
+    heartbeat.install(bus, config, registry)
+    locator = Locator(bus, config, registry)
+    api = ApiServer(config, metadata, registry, locator,
+                    client or DataServerClient(config.http_timeout), bus)
+
+    app = create_flask_app(__name__, errors.STATUS)
+    app.extensions["tessera.api"] = api
+    for blueprint in (objects.bp, versions.bp, locate.bp):
+        app.register_blueprint(blueprint)
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="ok", role="api_server", address=config.listen_address,
+                       data_servers=len(registry.live()), metadata=metadata.check(),
+                       rabbitmq=bus.connected.is_set())
+
+    if start_bus:
+        bus.start()
+
+    def stop() -> None:
+        bus.stop()
+        metadata.close()
+
+    app.extensions["tessera.stop"] = stop
+    return app

@@ -1,0 +1,13 @@
+"""How an api server answers each store error (the table is the documentation)."""
+from lib import errors
+from lib.metadata import MetadataError
+
+STATUS = {
+    errors.BadRequest: 400,           # BadDigest, InvalidName, InvalidHash, HashMismatch, ...
+    errors.ObjectNotFound: 404,
+    errors.RangeNotSatisfiable: 416,
+    errors.NotEnoughDataServers: 503,
+    errors.DataServerError: 502,
+    errors.CorruptShard: 503,
+    MetadataError: 503,
+}

@@ -1,0 +1,80 @@
+"""/temp/: temp objects, the two-phase write of a shard (BOOK chapter 4, one request a shard).
+
+POST /temp/<hash>.<i> (``Size`` header) creates one and, when a body comes along, writes the
+whole shard in that same request (verified, hashed, fsynced); PATCH appends (resumable
+uploads); PUT commits it into objects/ atomically; DELETE aborts; HEAD/GET read it back.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, request
+
+from data_server.storage import ShardName
+from lib.errors import BadRequest
+from lib.headers import parse_size
+from lib.streams import iter_chunks
+
+log = logging.getLogger(__name__)
+bp = Blueprint("temp", __name__)
+
+
+def _node():
+    return current_app.extensions["tessera.node"]
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", "").lower()
+
+
+@bp.post("/temp/<anypath:name>")
+def post_temp(name: str) -> Response:
+    node = _node()
+    shard_name = ShardName.parse(name)
+    declared = request.headers.get("Size")
+    has_body = _has_body()
+    if declared is None and not has_body:
+        raise BadRequest("the Size header is required to create an empty temp object")
+    size = parse_size(declared) if declared is not None else None
+    info = node.storage.create_temp(shard_name, size)
+    if has_body:
+        node.storage.write_whole_temp(info, iter_chunks(request.stream))
+    return Response(info.uuid, mimetype="text/plain")
+
+
+@bp.patch("/temp/<uuid>")
+def patch_temp(uuid: str) -> Response:
+    size = _node().storage.append_temp(uuid, iter_chunks(request.stream))
+    return Response(headers={"Temp-Size": str(size)})
+
+
+@bp.put("/temp/<uuid>")
+def put_temp(uuid: str) -> Response:
+    node = _node()
+    shard = node.storage.commit_temp(uuid)
+    replaced = node.index.add(shard)
+    if replaced is not None:
+        node.storage.move_to_garbage(replaced.path)
+    log.info("committed %s", shard.path.name)
+    return Response(headers={"Shard-Hash": shard.shard_hash})
+
+
+@bp.delete("/temp/<uuid>")
+def delete_temp(uuid: str) -> Response:
+    _node().storage.delete_temp(uuid)
+    return Response()
+
+
+@bp.get("/temp/<uuid>")   # HEAD too: the same headers, no body
+def get_temp(uuid: str) -> Response:
+    node = _node()
+    size = node.storage.temp_size(uuid)
+    path = node.storage.temp / f"{uuid}.dat"
+
+    def body():
+        with open(path, "rb") as f:
+            yield from iter_chunks(f, size)
+
+    return Response(body(), headers={"Content-Length": str(size)},
+                    mimetype="application/octet-stream")

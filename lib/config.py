@@ -1,0 +1,115 @@
+"""Process configuration: every setting read once from the environment.
+
+The book configures its processes with environment variables only (``LISTEN_ADDRESS``,
+``STORAGE_ROOT``, ``RABBITMQ_SERVER``, ``ES_SERVER``); we keep those names and give every other
+knob a default and a variable of its own.  Nothing else in the code base reads ``os.environ``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _int(environ: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _address(environ: Mapping[str, str], name: str, default: str | None) -> str:
+    raw = environ.get(name) or default
+    if not raw:
+        raise ConfigError(f"{name} is required (ip:port)")
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name} must be ip:port, got {raw!r}")
+    return raw
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings shared by api servers, data servers and the maintenance scripts."""
+
+    listen_address: str = "127.0.0.1:12345"
+    storage_root: Path | None = None
+    rabbitmq_server: str = "amqp://guest:guest@127.0.0.1:5672/"
+    api_exchange: str = "apiServers"
+    data_exchange: str = "dataServers"
+    metadata_db: Path = Path("data/metadata.db")
+    es_server: str | None = None
+    es_index: str = "metadata"
+    #: Shards a PUT must commit before it answers 200 (DATA_SHARDS + 1 by default).
+    write_quorum: int = 5
+    workers: int = 1
+    threads: int = 16
+    #: Seconds for one HTTP exchange between our own servers (connect and each read).
+    http_timeout: float = 30.0
+    #: Seconds a locate waits for data servers that have not answered.
+    locate_timeout: float = 1.0
+    #: Seconds between heartbeats, and after which a silent data server is dropped.
+    heartbeat_interval: float = 5.0
+    server_ttl: float = 10.0
+    #: Seconds after which an abandoned temp object on a data server is removed.
+    temp_ttl: float = 24 * 3600.0
+    #: Cluster secret signing resumable-upload tokens.
+    cluster_secret: str = ""
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
+        """Read every setting; a malformed one fails here, naming its variable."""
+        root = environ.get("STORAGE_ROOT")
+        write_quorum = _int(environ, "WRITE_QUORUM", cls.write_quorum, minimum=1)
+        return cls(
+            listen_address=_address(environ, "LISTEN_ADDRESS", cls.listen_address),
+            storage_root=Path(root) if root else None,
+            rabbitmq_server=environ.get("RABBITMQ_SERVER") or cls.rabbitmq_server,
+            api_exchange=environ.get("API_EXCHANGE") or cls.api_exchange,
+            data_exchange=environ.get("DATA_EXCHANGE") or cls.data_exchange,
+            metadata_db=Path(environ.get("METADATA_DB") or cls.metadata_db),
+            es_server=environ.get("ES_SERVER") or None,
+            es_index=environ.get("ES_INDEX") or cls.es_index,
+            write_quorum=write_quorum,
+            workers=_int(environ, "WORKERS", cls.workers, minimum=1),
+            threads=_int(environ, "THREADS", cls.threads, minimum=1),
+            http_timeout=_float(environ, "HTTP_TIMEOUT", cls.http_timeout),
+            locate_timeout=_float(environ, "LOCATE_TIMEOUT", cls.locate_timeout),
+            heartbeat_interval=_float(environ, "HEARTBEAT_INTERVAL", cls.heartbeat_interval),
+            server_ttl=_float(environ, "SERVER_TTL", cls.server_ttl),
+            temp_ttl=_float(environ, "TEMP_TTL", cls.temp_ttl),
+            cluster_secret=environ.get("CLUSTER_SECRET") or secrets.token_hex(16),
+            log_level=environ.get("LOG_LEVEL") or cls.log_level,
+        )
+
+    def require_storage_root(self) -> Path:
+        """The data server's root; it cannot run without one."""
+        if self.storage_root is None:
+            raise ConfigError("STORAGE_ROOT is required for a data server")
+        return self.storage_root

@@ -1,0 +1,61 @@
+"""HTTP-free error hierarchy shared by both servers.
+
+Each server maps these to status codes in one table (``<server>/errors.py``); ``lib`` never
+knows about HTTP, exits or panics.
+"""
+
+
+class ObjectStoreError(Exception):
+    """Base of every error the store reports to a client."""
+
+
+class BadRequest(ObjectStoreError):
+    """The request is malformed (header, name, query parameter)."""
+
+
+class BadDigest(BadRequest):
+    """The Digest header is missing or not ``SHA-256=<base64 of 32 bytes>``."""
+
+
+class InvalidName(BadRequest):
+    """An object name is empty, not UTF-8, too long, or contains NUL."""
+
+
+class InvalidHash(BadRequest):
+    """A hash is not the 44-character base64 of 32 bytes."""
+
+
+class HashMismatch(BadRequest):
+    """The body does not hash to the digest the client declared."""
+
+
+class SizeMismatch(BadRequest):
+    """The body is shorter or longer than its declared size."""
+
+
+class ObjectNotFound(ObjectStoreError):
+    """No such object, version, shard or temp object."""
+
+
+class RangeNotSatisfiable(ObjectStoreError):
+    """The requested byte range lies outside the object."""
+
+    def __init__(self, message: str, size: int):
+        super().__init__(message)
+        self.size = size
+
+
+class NotEnoughDataServers(ObjectStoreError):
+    """Too few live data servers (or shards) to do what was asked."""
+
+
+class DataServerError(ObjectStoreError):
+    """A data server failed or answered something unexpected."""
+
+    def __init__(self, message: str, address: str):
+        super().__init__(f"{address}: {message}")
+        self.address = address
+
+
+class CorruptShard(ObjectStoreError):
+    """A shard's bytes do not match their checksum."""

@@ -1,0 +1,126 @@
+"""RSGetStream: read an object (or a byte range of it) back from any DATA_SHARDS shards.
+
+Reads the data shards when it can (no decoding needed: the code is systematic) and opens a
+parity shard, at the block where trouble started, only when a data shard is missing, fails or
+fails its CRC.  Only the blocks that cover the requested range are fetched.  Shards that
+failed are reported in ``failed`` so the caller can have them rebuilt.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from lib.errors import CorruptShard, NotEnoughDataServers, ObjectNotFound, ObjectStoreError
+from lib.hashing import quote_hash
+from lib.objectstream import DataServerClient, ShardResponse
+from lib.rs import layout
+from lib.rs.codec import get_codec
+from lib.rs.params import BLOCK_SIZE, DATA_SHARDS
+from lib.rs.put import run_parallel
+
+log = logging.getLogger(__name__)
+
+
+class _ShardReader:
+    """Sequential records of one shard, from block ``start`` to the stream's last block."""
+
+    def __init__(self, client: DataServerClient, address: str, quoted_name: str,
+                 start: int, stop: int, size: int):
+        self.address = address
+        first = layout.shard_offset(start)
+        last = layout.shard_offset(stop) + layout.record_size(layout.block_len(size, stop)) - 1
+        self._response: ShardResponse = client.open_shard(address, quoted_name, first, last)
+
+    def read(self, length: int) -> memoryview:
+        record = self._response.read(length)
+        if len(record) != length:
+            raise CorruptShard(f"{self.address}: short read ({len(record)} of {length} bytes)")
+        return layout.unseal(record)
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class RSGetStream:
+    """Iterate over the bytes ``first..last`` (inclusive) of an object of ``size`` bytes."""
+
+    def __init__(self, client: DataServerClient, locations: dict[int, str], hash_: str,
+                 size: int, first: int = 0, last: int | None = None):
+        self._client = client
+        self._codec = get_codec()
+        self._locations = dict(locations)
+        self.hash = hash_
+        self.size = size
+        self.first = first
+        self.last = size - 1 if last is None else last
+        self._start = first // BLOCK_SIZE
+        self._stop = self.last // BLOCK_SIZE
+        self._quoted = quote_hash(hash_)
+        self._readers: dict[int, _ShardReader] = {}
+        self.failed: dict[int, str] = {}
+        self._spare = sorted(locations, key=lambda i: (i >= DATA_SHARDS, i))
+        if len(self._spare) < DATA_SHARDS:
+            raise NotEnoughDataServers(
+                f"object {hash_} has {len(self._spare)} reachable shards; {DATA_SHARDS} needed")
+        self._open(DATA_SHARDS, self._start)
+
+    def _open(self, wanted: int, block: int) -> None:
+        """Open readers until ``wanted`` are active, starting at ``block``."""
+        while len(self._readers) < wanted and self._spare:
+            batch = self._spare[:wanted - len(self._readers)]
+            del self._spare[:len(batch)]
+            results = run_parallel(
+                (_ShardReader, self._client, self._locations[i], f"{self._quoted}.{i}",
+                 block, self._stop, self.size) for i in batch)
+            for i, result in zip(batch, results):
+                if isinstance(result, Exception):
+                    self._fail(i, result)
+                else:
+                    self._readers[i] = result
+
+    def _fail(self, index: int, error: Exception) -> None:
+        address = self._locations.get(index, "?")
+        if isinstance(error, ObjectNotFound | CorruptShard):
+            log.warning("shard %s.%d on %s is damaged: %s", self._quoted, index, address, error)
+        else:
+            log.warning("shard %s.%d on %s failed: %s", self._quoted, index, address, error)
+        self.failed[index] = address
+        reader = self._readers.pop(index, None)
+        if reader is not None:
+            reader.close()
+
+    def _block(self, block: int) -> bytes:
+        length = layout.block_len(self.size, block)
+        record = layout.record_size(length)
+        fragments: dict[int, memoryview] = {}
+        while True:
+            for i, reader in list(self._readers.items()):
+                if i in fragments:
+                    continue
+                try:
+                    fragments[i] = reader.read(record)
+                except ObjectStoreError as exc:
+                    self._fail(i, exc)
+            if len(fragments) >= DATA_SHARDS:
+                return self._codec.decode(fragments, length)
+            if not self._spare:
+                raise NotEnoughDataServers(
+                    f"object {self.hash}: block {block} readable from only {len(fragments)} "
+                    f"shards; {DATA_SHARDS} needed")
+            self._open(DATA_SHARDS, block)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for block in range(self._start, self._stop + 1):
+                data = self._block(block)
+                base = block * BLOCK_SIZE
+                lo = max(self.first - base, 0)
+                hi = min(self.last - base + 1, len(data))
+                yield data[lo:hi] if lo or hi != len(data) else data
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()

@@ -1,0 +1,76 @@
+"""Run a WSGI app factory under gunicorn, the way every Tessera server starts.
+
+``python -m data_server`` / ``python -m api_server`` call :func:`run`.  No ``--preload``: the
+factory runs inside each worker after fork, so the RabbitMQ thread and other background
+threads belong to the worker.  A worker that exits calls the app's stop hook
+(``app.extensions["tessera.stop"]``), which for a data server announces its departure.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.config import KNOWN_SETTINGS
+
+from lib.config import Config
+
+#: Seconds a stopping server lets requests in flight finish.
+GRACEFUL_TIMEOUT = 20
+#: gunicorn >= 25.1 opens one control socket per user by default; many servers would collide.
+_HAS_CONTROL_SOCKET = any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS)
+
+
+def configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr, force=True,
+        format=f"%(asctime)s {config.listen_address} %(process)d %(name)s "
+               f"%(levelname)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def _worker_exit(_server, worker) -> None:
+    app = getattr(worker, "wsgi", None)
+    stop = getattr(app, "extensions", {}).get("tessera.stop")
+    if stop is not None:
+        stop()
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, factory: Callable[[], object], options: dict):
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self._factory()
+
+
+def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
+    """Serve ``factory(config)`` on ``config.listen_address`` until SIGTERM/SIGINT."""
+    configure_logging(config)
+
+    def post_worker_init(_worker) -> None:
+        configure_logging(config)
+
+    _Gunicorn(lambda: factory(config), {
+        "bind": config.listen_address,
+        "workers": config.workers,
+        "worker_class": "gthread",
+        "threads": config.threads,
+        "timeout": 60,
+        "graceful_timeout": GRACEFUL_TIMEOUT,
+        "keepalive": 30,
+        "proc_name": f"{name}-{config.listen_address}",
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": config.log_level,
+        "post_worker_init": post_worker_init,
+        "worker_exit": _worker_exit,
+        **({"control_socket_disable": True} if _HAS_CONTROL_SOCKET else {}),
+    }).run()

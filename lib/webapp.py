@@ -1,0 +1,52 @@
+"""Flask plumbing both servers share: slash-preserving routes and the error-to-status table."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+from werkzeug.routing import PathConverter
+
+from lib import errors
+
+log = logging.getLogger(__name__)
+
+
+def register_error_table(app: Flask, table: dict[type, int]) -> None:
+    """Answer every ObjectStoreError with the status the table gives its class (else 500)."""
+
+    def status_for(exc: Exception) -> int:
+        for cls in type(exc).__mro__:
+            if cls in table:
+                return table[cls]
+        return 500
+
+    def handle(exc: Exception) -> Response:
+        status = status_for(exc)
+        if status >= 500:
+            log.warning("%s: %s", status, exc)
+        else:
+            log.info("%s: %s", status, exc)
+        headers = {}
+        if isinstance(exc, errors.RangeNotSatisfiable):
+            headers["Content-Range"] = f"bytes */{exc.size}"
+        return Response(f"{exc}\n", status=status, mimetype="text/plain", headers=headers)
+
+    for cls in {errors.ObjectStoreError, *table}:
+        app.register_error_handler(cls, handle)
+
+
+class AnyPathConverter(PathConverter):
+    """Like ``path`` but also matches a leading or doubled ``/``: base64 hashes and object
+    names may start with ``/`` or contain ``//`` (BOOK W27)."""
+
+    regex = ".*"
+
+
+def create_flask_app(name: str, table: dict[type, int]) -> Flask:
+    """A Flask app that never merges or redirects slashes and answers store errors by table."""
+    app = Flask(name)
+    app.url_map.converters["anypath"] = AnyPathConverter
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    register_error_table(app, table)
+    return app

@@ -1,0 +1,258 @@
+"""Start and stop a local Tessera cluster: N data servers on 127.0.1.x, M api servers on
+127.0.2.x, all on one port, SQLite metadata, the local RabbitMQ.
+
+The only way a cluster starts, for developers (``python -m scripts.cluster``), the probe tests
+and the benchmark.  Every process is a real ``python -m data_server`` / ``python -m api_server``
+with its own log file; we stop only the processes we started, by PID.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from lib.config import Config
+from lib.rabbitmq import check_broker, delete_exchanges
+
+REPO = Path(__file__).resolve().parent.parent
+#: Seconds a node may take to answer /health after it is started.
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 25.0
+
+
+def data_address(i: int, port: int) -> str:
+    return f"127.0.1.{i}:{port}"
+
+
+def api_address(i: int, port: int) -> str:
+    return f"127.0.2.{i}:{port}"
+
+
+def get_json(address: str, path: str, timeout: float = 2.0) -> dict:
+    with urllib.request.urlopen(f"http://{address}{path}", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@dataclasses.dataclass
+class Node:
+    role: str
+    index: int
+    address: str
+    log_path: Path
+    storage_root: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}{self.index}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+class Cluster:
+    """A set of data and api server processes sharing one root directory."""
+
+    def __init__(self, root: Path, *, port: int = 12345, data_servers: int = 6,
+                 api_servers: int = 2, exchange_suffix: str = "",
+                 rabbitmq_server: str = Config.rabbitmq_server, env: dict | None = None):
+        self.root = Path(root)
+        self.port = port
+        self.rabbitmq_server = rabbitmq_server
+        self.api_exchange = f"apiServers{exchange_suffix}"
+        self.data_exchange = f"dataServers{exchange_suffix}"
+        self.metadata_db = self.root / "metadata.db"
+        self._extra_env = dict(env or {})
+        logs = self.root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.data = [Node("data", i, data_address(i, port), logs / f"data{i}.log",
+                          storage_root=self.root / "stg" / str(i))
+                     for i in range(1, data_servers + 1)]
+        self.api = [Node("api", i, api_address(i, port), logs / f"api{i}.log")
+                    for i in range(1, api_servers + 1)]
+
+    # -- processes ---------------------------------------------------------------------------
+    def env_for(self, node: Node) -> dict:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("LISTEN_ADDRESS", "STORAGE_ROOT", "ES_SERVER")}
+        env.update({
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+            "LISTEN_ADDRESS": node.address,
+            "RABBITMQ_SERVER": self.rabbitmq_server,
+            "API_EXCHANGE": self.api_exchange,
+            "DATA_EXCHANGE": self.data_exchange,
+            "METADATA_DB": str(self.metadata_db),
+        })
+        env.setdefault("CLUSTER_SECRET", "tessera-local-" + str(self.root))
+        if node.storage_root is not None:
+            env["STORAGE_ROOT"] = str(node.storage_root)
+        env.update(self._extra_env)
+        return env
+
+    def start_node(self, node: Node) -> None:
+        if node.running:
+            return
+        module = "data_server" if node.role == "data" else "api_server"
+        log = open(node.log_path, "ab")
+        node.process = subprocess.Popen([sys.executable, "-m", module], cwd=REPO,
+                                        env=self.env_for(node), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+
+    def stop_node(self, node: Node, sig: int = signal.SIGTERM,
+                  timeout: float = STOP_TIMEOUT) -> None:
+        """Signal our own process; SIGKILL it if it outlives ``timeout``."""
+        process = node.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        node.process = None
+
+    def kill_node(self, node: Node) -> None:
+        """kill -9: the process gets no chance to say goodbye (gunicorn's worker too)."""
+        process = node.process
+        if process is None:
+            return
+        children = _children(process.pid)
+        process.kill()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        process.wait(5)
+        node.process = None
+
+    def start(self, timeout: float = START_TIMEOUT) -> "Cluster":
+        check_broker(self.rabbitmq_server)
+        for node in self.data + self.api:
+            self.start_node(node)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Poll /health until every running node answers and api servers see every live
+        data server."""
+        deadline = time.monotonic() + timeout
+        expected = sum(node.running for node in self.data)
+        pending = [n for n in self.data + self.api if n.running]
+        while pending:
+            node = pending[0]
+            if not node.running:
+                raise RuntimeError(f"{node.name} ({node.address}) exited:\n{node.log_tail()}")
+            try:
+                health = get_json(node.address, "/health")
+                ready = health.get("rabbitmq") and (
+                    node.role == "data" or health.get("data_servers") == expected)
+            except (OSError, ValueError, urllib.error.URLError):
+                ready = False
+            if ready:
+                pending.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{node.name} ({node.address}) not ready after {timeout}s:"
+                                   f"\n{node.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        nodes = [n for n in self.api + self.data if n.process is not None]
+        for node in nodes:
+            if node.running:
+                node.process.send_signal(signal.SIGTERM)
+        for node in nodes:
+            self.stop_node(node)
+
+    def cleanup_broker(self) -> None:
+        """Delete this cluster's exchanges (only for per-run names)."""
+        delete_exchanges(self.rabbitmq_server, [self.api_exchange, self.data_exchange])
+
+    def __enter__(self) -> "Cluster":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (gunicorn workers of one of our masters)."""
+    children = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(status.parent.name))
+    return children
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.cluster",
+        description="Run a local Tessera cluster until Ctrl-C: data servers on 127.0.1.x, "
+                    "api servers on 127.0.2.x, SQLite metadata, the local RabbitMQ.")
+    parser.add_argument("--root", default=str(REPO / ".cluster"),
+                        help="directory for storage roots, logs and metadata.db "
+                             "(default: %(default)s)")
+    parser.add_argument("--port", type=int, default=12345)
+    parser.add_argument("--data-servers", type=int, default=6)
+    parser.add_argument("--api-servers", type=int, default=2)
+    args = parser.parse_args(argv)
+    cluster = Cluster(Path(args.root), port=args.port, data_servers=args.data_servers,
+                      api_servers=args.api_servers)
+    try:
+        cluster.start()
+    except Exception as exc:
+        cluster.stop()
+        print(f"cluster failed to start: {exc}", file=sys.stderr)
+        return 1
+    print(f"Tessera is running (root {cluster.root}):")
+    for node in cluster.data:
+        print(f"  data server {node.address}  STORAGE_ROOT={node.storage_root}  "
+              f"log {node.log_path}")
+    for node in cluster.api:
+        print(f"  api server  {node.address}  log {node.log_path}")
+    print(f"  metadata    sqlite {cluster.metadata_db}")
+    print(f"  rabbitmq    {cluster.rabbitmq_server}")
+    print(f"Try: curl http://{cluster.api[0].address}/health    Ctrl-C stops everything.",
+          flush=True)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+            for node in cluster.data + cluster.api:
+                if not node.running and node.process is not None:
+                    print(f"{node.name} exited; see {node.log_path}", file=sys.stderr)
+                    node.process = None
+    except KeyboardInterrupt:
+        pass
+    print("stopping...", flush=True)
+    cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
