@@ -40,6 +40,7 @@ class AnyPathConverter(PathConverter):
     names may start with ``/`` or contain ``//`` (BOOK W27)."""
 
     regex = ".*"
+    part_isolating = False     # werkzeug infers True from a regex without "/"
 
 
 def create_flask_app(name: str, table: dict[type, int]) -> Flask:

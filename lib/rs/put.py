@@ -21,7 +21,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
 
-from lib.errors import DataServerError, NotEnoughDataServers, ObjectStoreError
+from lib.errors import NotEnoughDataServers, ObjectStoreError
 from lib.hashing import quote_hash
 from lib.objectstream import DataServerClient
 from lib.rs import layout
@@ -97,10 +97,6 @@ class _ShardSender:
             self.uuid = self.future.result(timeout)
         except Exception as exc:
             self.error = exc
-        else:
-            if self.queue.qsize() and self.uuid:   # server answered before reading all
-                self.error = DataServerError("answered before the shard was sent",
-                                             self.address)
 
     def wait(self, timeout: float) -> None:
         self._collect(timeout)

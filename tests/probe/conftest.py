@@ -1,0 +1,149 @@
+"""Probe fixtures: real gunicorn processes on 127.0.1.x / 127.0.2.x against the real RabbitMQ.
+
+Each test session picks a free port and its own exchange names, so runs never cross-talk with
+each other or with a developer's cluster; teardown stops only our PIDs, deletes our exchanges
+and storage roots.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from lib.config import Config
+from lib.hashing import quote_hash
+from scripts.cluster import Cluster
+
+RABBITMQ = os.environ.get("RABBITMQ_SERVER", Config.rabbitmq_server)
+
+
+def _port_is_free(port: int) -> bool:
+    for host in [f"127.0.1.{i}" for i in range(1, 7)] + [f"127.0.2.{i}" for i in range(1, 3)]:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if _port_is_free(port):
+            return port
+    raise RuntimeError("no free port on 127.0.1.x/127.0.2.x")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rabbitmq():
+    """RabbitMQ is required: fail loudly (never skip) when it cannot be reached."""
+    from lib.rabbitmq import check_broker
+    try:
+        check_broker(RABBITMQ)
+    except Exception as exc:
+        pytest.exit(f"RabbitMQ is not reachable at {RABBITMQ}: {exc!r}. Start it with "
+                    f"`rabbitmq-server -detached` (scripts/setup.sh installs it).", returncode=3)
+
+
+class Client:
+    """Small helper bound to one cluster: URLs, PUT with digest, shard files on disk."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.session = requests.Session()
+
+    def api(self, i: int = 0) -> str:
+        return f"http://{self.cluster.api[i].address}"
+
+    def url(self, name: str, i: int = 0) -> str:
+        return f"{self.api(i)}/objects/{requests.utils.quote(name, safe='')}"
+
+    def put(self, name: str, data, hash_: str, i: int = 0, **kwargs) -> requests.Response:
+        headers = {"Digest": f"SHA-256={hash_}", **kwargs.pop("headers", {})}
+        return self.session.put(self.url(name, i), data=data, headers=headers, timeout=120,
+                                **kwargs)
+
+    def get(self, name: str, i: int = 0, **kwargs) -> requests.Response:
+        return self.session.get(self.url(name, i), timeout=120, **kwargs)
+
+    def shard_files(self, hash_: str) -> dict[int, list[Path]]:
+        """shard index -> files of that shard, over every data server's objects/."""
+        found: dict[int, list[Path]] = {}
+        prefix = quote_hash(hash_) + "."
+        for node in self.cluster.data:
+            for path in (node.storage_root / "objects").glob("*"):
+                if path.name.startswith(prefix):
+                    index = int(path.name[len(prefix):].split(".")[0])
+                    found.setdefault(index, []).append(path)
+        return found
+
+    def temp_files(self) -> list[Path]:
+        return [p for node in self.cluster.data for p in (node.storage_root / "temp").glob("*")]
+
+
+def _make_cluster(root: Path, **kwargs) -> Cluster:
+    return Cluster(root, port=free_port(), rabbitmq_server=RABBITMQ,
+                   exchange_suffix=f".test-{uuid.uuid4().hex[:8]}",
+                   env={"LOG_LEVEL": "info", "HEARTBEAT_INTERVAL": "1", "SERVER_TTL": "3"},
+                   **kwargs)
+
+
+def _teardown(cluster: Cluster) -> None:
+    cluster.stop()
+    cluster.cleanup_broker()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """One shared 6+2 cluster for tests that leave it as they found it."""
+    c = _make_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.start()
+        yield c
+    finally:
+        _teardown(c)
+
+
+@pytest.fixture
+def client(cluster) -> Client:
+    return Client(cluster)
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """Factory for a private cluster a test may damage; stopped at teardown."""
+    made: list[Cluster] = []
+
+    def make(**kwargs) -> Cluster:
+        c = _make_cluster(tmp_path / f"c{len(made)}", **kwargs)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    for c in made:
+        _teardown(c)
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=120)
