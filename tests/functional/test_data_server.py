@@ -1,0 +1,132 @@
+"""The data server's HTTP API in process (Flask test client, no RabbitMQ)."""
+from __future__ import annotations
+
+import base64
+import time
+
+import pytest
+
+from data_server import create_app
+from lib.config import Config
+from lib.hashing import quote_hash
+from lib.rs import layout
+from lib.rs.codec import get_codec
+from lib.rs.params import BLOCK_SIZE
+from tests.conftest import Body, sha256_b64
+
+HASH = base64.b64encode(b"\xff\xff\xfb" + bytes(29)).decode()     # starts with "///" and "+"
+
+
+def shard_bytes(size: int, index: int = 0) -> bytes:
+    """Shard ``index`` of a ``size``-byte object, as the api server would send it."""
+    data = Body(size, seed=5).bytes()
+    codec = get_codec()
+    return b"".join(layout.seal(codec.encode(data[b:b + BLOCK_SIZE])[index])
+                    for b in range(0, size, BLOCK_SIZE))
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "a.b.c"             # dots in STORAGE_ROOT must not matter (BOOK W14)
+
+
+@pytest.fixture
+def client(root):
+    app = create_app(Config(listen_address="127.0.1.1:1", storage_root=root), bus=None)
+    return app.test_client()
+
+
+def store(client, data: bytes, index: int = 0, hash_: str = HASH):
+    uuid = client.post(f"/temp/{quote_hash(hash_)}.{index}", data=data,
+                       headers={"Size": str(len(data))})
+    assert uuid.status_code == 200, uuid.data
+    commit = client.put(f"/temp/{uuid.text}")
+    assert commit.status_code == 200
+    return commit.headers["Shard-Hash"]
+
+
+def test_post_commit_get_round_trip(client, root):
+    data = shard_bytes(2 * BLOCK_SIZE + 100, index=4)
+    shard_hash = store(client, data, index=4)
+    assert shard_hash == sha256_b64(data)
+    files = list((root / "objects").iterdir())
+    assert [f.name for f in files] == [f"{quote_hash(HASH)}.4.{quote_hash(shard_hash)}"]
+    assert list((root / "temp").iterdir()) == []
+    got = client.get(f"/objects/{quote_hash(HASH)}.4")
+    assert got.status_code == 200 and got.data == data
+    record = layout.full_record_size()
+    part = client.get(f"/objects/{quote_hash(HASH)}.4",
+                      headers={"Range": f"bytes={record}-{2 * record - 1}"})
+    assert part.status_code == 206 and part.data == data[record:2 * record]
+    assert client.get(f"/objects/{quote_hash(HASH)}.3").status_code == 404
+    assert client.get(f"/objects/{quote_hash(HASH)}.9").status_code == 400
+
+
+def test_corrupt_shard_is_never_served_and_is_moved_aside(client, root):
+    data = shard_bytes(BLOCK_SIZE + 10)
+    store(client, data)
+    (path,) = (root / "objects").iterdir()
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) - 20] ^= 1                          # in the second record
+    path.write_bytes(bytes(raw))
+    response = client.get(f"/objects/{quote_hash(HASH)}.0")
+    with pytest.raises(Exception):
+        response.get_data()                          # the stream is cut, not completed
+    assert not path.exists()
+    assert [p.name.split(".corrupt.")[0] for p in (root / "garbage").iterdir()] == [path.name]
+    assert client.get(f"/objects/{quote_hash(HASH)}.0").status_code == 404
+
+
+def test_upload_with_a_damaged_record_or_wrong_size_leaves_nothing(client, root):
+    data = bytearray(shard_bytes(1000))
+    data[10] ^= 1
+    name = f"/temp/{quote_hash(HASH)}.0"
+    assert client.post(name, data=bytes(data), headers={"Size": str(len(data))}).status_code == 400
+    good = shard_bytes(1000)
+    assert client.post(name, data=good, headers={"Size": str(len(good) + 1)}).status_code == 400
+    assert list((root / "temp").iterdir()) == []
+    assert list((root / "objects").iterdir()) == []
+
+
+def test_temp_lifecycle_patch_head_and_abort(client, root):
+    data = shard_bytes(3000)
+    name = f"/temp/{quote_hash(HASH)}.1"
+    uuid = client.post(name, headers={"Size": str(len(data))}).text
+    assert client.head(f"/temp/{uuid}").headers["Content-Length"] == "0"
+    assert client.patch(f"/temp/{uuid}", data=data[:100]).status_code == 200
+    assert client.patch(f"/temp/{uuid}", data=data[100:]).status_code == 200
+    assert client.head(f"/temp/{uuid}").headers["Content-Length"] == str(len(data))
+    assert client.get(f"/temp/{uuid}").data == data
+    assert client.delete(f"/temp/{uuid}").status_code == 200
+    assert client.head(f"/temp/{uuid}").status_code == 404
+    assert client.delete("/temp/not-a-uuid").status_code == 404
+    assert client.put("/temp/..").status_code == 404
+    assert client.put("/temp/..%2F..%2Fetc").status_code == 405      # not a uuid route at all
+    assert list((root / "temp").iterdir()) == []
+
+
+def test_index_is_rebuilt_from_disk_and_ignores_foreign_files(root):
+    config = Config(listen_address="127.0.1.1:1", storage_root=root)
+    first = create_app(config, bus=None).test_client()
+    data = shard_bytes(500, index=2)
+    store(first, data, index=2)
+    (root / "objects" / "README").write_text("not a shard")
+    again = create_app(config, bus=None).test_client()
+    assert again.get(f"/objects/{quote_hash(HASH)}.2").data == data
+    assert again.get("/health").json["shards"] == 1
+
+
+def test_delete_moves_shards_to_garbage(client, root):
+    store(client, shard_bytes(10))
+    assert client.delete(f"/objects/{quote_hash(HASH)}").status_code == 200
+    assert list((root / "objects").iterdir()) == []
+    assert len(list((root / "garbage").iterdir())) == 1
+
+
+def test_abandoned_temp_objects_expire(client, root):
+    from data_server.storage import ShardName, Storage
+    storage = Storage(root)
+    info = storage.create_temp(ShardName(HASH, 0), 10)
+    assert storage.expire_temps(ttl=60) == 0
+    assert storage.expire_temps(ttl=60, now=time.time() + 120) == 1
+    assert not (root / "temp" / f"{info.uuid}.dat").exists()

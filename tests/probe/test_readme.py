@@ -1,0 +1,91 @@
+"""The README's shell examples, run as written (port, paths and exchanges swapped for ours)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lib.rabbitmq import delete_exchanges
+from scripts.cluster import REPO, get_json
+from tests.probe.conftest import RABBITMQ, free_port, wait_for
+
+pytestmark = pytest.mark.probe
+
+
+def readme_block(name: str) -> str:
+    text = (REPO / "README.md").read_text()
+    match = re.search(rf"```sh readme-test={name}\n(.*?)```", text, re.S)
+    assert match, f"README block {name} is missing"
+    return match.group(1)
+
+
+def first_command(name: str) -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return re.search(r"```sh\n(.*?)```", text, re.S).group(1).split("\n")[:2]
+
+
+def test_readme_starts_with_the_two_commands():
+    run, test = first_command("top")
+    assert run.startswith("scripts/run.sh ") and test.startswith("scripts/test.sh ")
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "scripts/test.sh" in ci
+
+
+@pytest.fixture
+def book_nodes(tmp_path):
+    """The README's shell loop, as a user types it; yields (port, env) and stops every PID."""
+    port = free_port()
+    suffix = f".readme-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "RABBITMQ_SERVER": RABBITMQ, "API_EXCHANGE": f"apiServers{suffix}",
+           "DATA_EXCHANGE": f"dataServers{suffix}", "METADATA_DB": str(tmp_path / "md.db"),
+           "PYTHONPATH": str(REPO), "HEARTBEAT_INTERVAL": "1", "PATH":
+           f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = readme_block("nodes").replace("12345", str(port)).replace(
+        "/tmp/stg/", f"{tmp_path}/stg/")
+    shell = subprocess.Popen(["bash", "-c", script + '\necho PIDS $(jobs -p)\nwait'],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=open(tmp_path / "nodes.log", "wb"), text=True)
+    pids = [int(p) for p in shell.stdout.readline().split()[1:]]
+    try:
+        assert len(pids) == 8
+        wait_for(lambda: _data_servers(f"127.0.2.1:{port}") == 6, timeout=30)
+        wait_for(lambda: _data_servers(f"127.0.2.2:{port}") == 6, timeout=30)
+        yield port, env, tmp_path
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        shell.wait(40)
+        delete_exchanges(RABBITMQ, [env["API_EXCHANGE"], env["DATA_EXCHANGE"]])
+
+
+def _data_servers(address: str) -> int:
+    try:
+        return get_json(address, "/health")["data_servers"]
+    except Exception:
+        return -1
+
+
+def test_readme_walkthrough_on_nodes_started_by_the_book_loop(book_nodes):
+    port, env, tmp = book_nodes
+    script = readme_block("walkthrough").replace("12345", str(port)).replace(
+        "/tmp/object", f"{tmp}/object")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.count("this object will be separate to 4+2 shards") == 2   # GET and ?version=1
+    assert re.search(r'\{"0": "127\.0\.1\.\d:\d+", "1"', out)
+    assert '"Name": "test", "Version": 2, "Size": 11' in out
+    assert "\n404\n" in out
+    assert '"data_servers":6' in out
+    stored = list((tmp / "stg").glob("*/objects/*"))
+    assert len(stored) == 12                   # 2 versions x 6 shards, one set per data server
