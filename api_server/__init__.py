@@ -12,13 +12,14 @@ import logging
 from flask import Flask, jsonify
 
 from api_server import errors, heartbeat, locate, objects, versions
-from api_server.heartbeat import DataServerRegistry
-from api_server.locate import Locator
+from api_server.repair import Repairer
 from lib.config import Config
 from lib.hashing import quote_hash
+from lib.locator import Locator
 from lib.metadata import MetadataStore, open_store
 from lib.objectstream import DataServerClient
 from lib.rabbitmq import Bus
+from lib.registry import DataServerRegistry
 from lib.webapp import create_flask_app
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,14 @@ class ApiServer:
     locator: Locator
     client: DataServerClient
     bus: Bus
+    repairer: Repairer
 
-    def request_repair(self, hash_: str, size: int, shards: list[int]) -> None:
-        """Ask for missing or damaged shards to be rebuilt (the async repair path)."""
-        log.warning("object %s (%d bytes) needs shards %s rebuilt", hash_, size, shards)
+    def request_repair(self, hash_: str, size: int, missing: list[int],
+                       damaged: dict[int, str] | None = None) -> None:
+        """Have missing or damaged shards rebuilt, without making the client wait."""
+        log.warning("object %s (%d bytes) needs shards %s rebuilt", hash_, size,
+                    sorted(set(missing) | set(damaged or {})))
+        self.repairer.request(hash_, size, damaged)
 
     def after_failed_version(self, hash_: str) -> None:
         """Compensate a PUT whose metadata write failed: drop its now-orphaned shards."""
@@ -60,8 +65,9 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
                      exchanges=(config.api_exchange, config.data_exchange))
     heartbeat.install(bus, config, registry)
     locator = Locator(bus, config, registry)
-    api = ApiServer(config, metadata, registry, locator,
-                    client or DataServerClient(config.http_timeout), bus)
+    client = client or DataServerClient(config.http_timeout)
+    api = ApiServer(config, metadata, registry, locator, client, bus,
+                    Repairer(client, registry, locator))
 
     app = create_flask_app(__name__, errors.STATUS)
     app.extensions["tessera.api"] = api
@@ -78,6 +84,7 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
         bus.start()
 
     def stop() -> None:
+        api.repairer.close()
         bus.stop()
         metadata.close()
 

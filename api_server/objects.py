@@ -77,14 +77,14 @@ def _store(api, hash_: str, size: int | None, chunks: HashingIter) -> list[int]:
     if len(targets) < quorum:
         raise NotEnoughDataServers(
             f"{len(targets)} live data servers; a PUT needs at least {quorum}")
-    with RSPutStream(api.client, targets, hash_, size, quorum,
-                     on_failure=lambda a: api.registry.forget(a, "a shard upload failed")) as put:
+    with RSPutStream(api.client, dict(enumerate(targets)), hash_, size, quorum,
+                     api.registry) as put:
         for block in rechunk(chunks, BLOCK_SIZE):
             put.write(block)
         put.finish(api.config.http_timeout)
         _check_body(chunks, hash_, size)
-        put.commit()
-    return put.missing
+        committed = put.commit()
+    return [i for i in range(ALL_SHARDS) if i not in committed]
 
 
 def _check_body(chunks: HashingIter, hash_: str, size: int | None) -> None:
@@ -153,14 +153,13 @@ def get_object(name: str) -> Response:
     if meta.size == 0:
         return Response(b"", status=status, headers=headers, mimetype="application/octet-stream")
     locations = api.locator.locate(meta.hash)
-    stream = RSGetStream(api.client, locations, meta.hash, meta.size, first, last)
-    body = iter(stream)
     try:
+        stream = RSGetStream(api.client, locations, meta.hash, meta.size, first, last)
+        body = iter(stream)
         head = next(body)                # fail with a status, not a truncated 200 (BOOK W15)
-    except Exception:
-        log.error("cannot read %r version %d (%s): %d shards located",
-                  meta.name, meta.version, meta.hash, len(locations))
-        stream.close()
+    except Exception as exc:
+        log.error("cannot read %r version %d (%s): shards %s located: %s",
+                  meta.name, meta.version, meta.hash, sorted(locations), exc)
         raise
 
     def generate():
@@ -172,9 +171,9 @@ def get_object(name: str) -> Response:
                           meta.name, meta.version, meta.hash)
             raise
         finally:
-            damaged = sorted(set(range(ALL_SHARDS)) - set(locations) | set(stream.failed))
-            if damaged:
-                api.request_repair(meta.hash, meta.size, damaged)
+            missing = [i for i in range(ALL_SHARDS) if i not in locations]
+            if missing or stream.failed:
+                api.request_repair(meta.hash, meta.size, missing, stream.failed)
 
     return Response(generate(), status=status, headers=headers,
                     mimetype="application/octet-stream")

@@ -50,8 +50,14 @@ class ObjectIndex:
             return self._shards.get(hash_, {}).get(index)
 
     def ids(self, hash_: str) -> tuple[int, ...]:
+        """Shard indexes held of ``hash_`` whose files still exist (a stat each: files
+        removed behind the server's back are forgotten, so a locate never over-counts)."""
         with self._lock:
-            return tuple(sorted(self._shards.get(hash_, {})))
+            held = list(self._shards.get(hash_, {}).values())
+        gone = [s for s in held if not s.path.exists()]
+        for shard in gone:
+            self.remove(hash_, shard.name.index, shard.path)
+        return tuple(sorted(s.name.index for s in held if s not in gone))
 
     def __len__(self) -> int:
         with self._lock:

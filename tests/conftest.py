@@ -36,3 +36,17 @@ class Body:
 
 def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class Sized:
+    """An iterable body with a length, so requests streams it with Content-Length."""
+
+    def __init__(self, chunks, size: int):
+        self._chunks = chunks
+        self.size = size
+
+    def __iter__(self):
+        return iter(self._chunks)
+
+    def __len__(self) -> int:
+        return self.size

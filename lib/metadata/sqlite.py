@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -70,19 +71,33 @@ class SqliteStore(MetadataStore):
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        with self._connection() as conn:
+        # Switching a new file to WAL does not wait on the busy handler, so api servers that
+        # start together may see "database is locked": retry for a bounded time.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
             try:
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-                if not mode or str(mode[0]).lower() != "wal":
-                    raise MetadataError(f"sqlite:{self._path}: cannot enable WAL (got {mode!r})")
-
-                def create() -> None:
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-
-                self._write(conn, create)
+                self._initialise()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or \
+                        time.monotonic() > deadline:
+                    raise MetadataError(
+                        f"sqlite:{self._path}: cannot initialise: {exc}") from exc
+                time.sleep(0.05)
             except sqlite3.Error as exc:
                 raise MetadataError(f"sqlite:{self._path}: cannot initialise: {exc}") from exc
+
+    def _initialise(self) -> None:
+        with self._connection() as conn:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                raise MetadataError(f"sqlite:{self._path}: cannot enable WAL (got {mode!r})")
+
+            def create() -> None:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+
+            self._write(conn, create)
 
     # -- connections -------------------------------------------------------------------------
 

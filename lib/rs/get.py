@@ -89,9 +89,9 @@ class RSGetStream:
         if reader is not None:
             reader.close()
 
-    def _block(self, block: int) -> bytes:
-        length = layout.block_len(self.size, block)
-        record = layout.record_size(length)
+    def fragments(self, block: int) -> dict[int, memoryview]:
+        """At least DATA_SHARDS verified fragments of ``block`` (blocks in order only)."""
+        record = layout.record_size(layout.block_len(self.size, block))
         fragments: dict[int, memoryview] = {}
         while True:
             for i, reader in list(self._readers.items()):
@@ -102,7 +102,7 @@ class RSGetStream:
                 except ObjectStoreError as exc:
                     self._fail(i, exc)
             if len(fragments) >= DATA_SHARDS:
-                return self._codec.decode(fragments, length)
+                return fragments
             if not self._spare:
                 raise NotEnoughDataServers(
                     f"object {self.hash}: block {block} readable from only {len(fragments)} "
@@ -112,7 +112,8 @@ class RSGetStream:
     def __iter__(self) -> Iterator[bytes]:
         try:
             for block in range(self._start, self._stop + 1):
-                data = self._block(block)
+                data = self._codec.decode(self.fragments(block),
+                                          layout.block_len(self.size, block))
                 base = block * BLOCK_SIZE
                 lo = max(self.first - base, 0)
                 hi = min(self.last - base + 1, len(data))

@@ -1,14 +1,15 @@
-"""RSPutStream: encode an object block by block and stream each shard to its data server.
+"""RSPutStream: stream records of an object's shards to data servers, then commit them.
 
 One streaming ``POST /temp/<hash>.<i>`` per shard, each fed by its own thread through a small
-bounded queue, so memory stays at a few blocks whatever the object size.  A shard whose data
-server fails is dropped; the stream goes on while at least ``quorum`` shards are alive.
-Two-phase commit is a context manager::
+bounded queue, so memory stays at a few blocks whatever the object size.  A data server that
+refuses the connection, or fails within the first few records (they are kept and replayed),
+is replaced by another live one at once; one that fails later is dropped, and the stream goes
+on while at least ``quorum`` shards are alive.  Two-phase commit is a context manager::
 
-    with RSPutStream(client, targets, hash, size, quorum) as put:
+    with RSPutStream(client, targets, hash, size, quorum, registry) as put:
         for block in blocks:
             put.write(block)
-        put.finish()            # all shard uploads done (temp objects written and fsynced)
+        put.finish()            # every shard uploaded (temp objects written and fsynced)
         ...verify the digest...
         put.commit()            # PUT /temp/<uuid> on every live shard
     # leaving the block without commit() deletes every temp object it created
@@ -18,12 +19,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from lib.errors import NotEnoughDataServers, ObjectStoreError
+from lib.errors import DataServerError, NotEnoughDataServers, ObjectStoreError
 from lib.hashing import quote_hash
 from lib.objectstream import DataServerClient
+from lib.registry import DataServerRegistry
 from lib.rs import layout
 from lib.rs.codec import get_codec
 
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 QUEUE_DEPTH = 4
 _END = None
 _ABORT = b""      # makes the sender's body raise, so the connection is cut, not left short
+#: Records a sender keeps so it can replay them to a replacement server when the first one
+#: fails early (refused connection, stale keep-alive connection to a server just killed).
+REPLAY_RECORDS = 4
 #: Seconds the encoder waits on one full shard queue before it rechecks that shard's sender.
 _PUT_POLL = 0.5
 
@@ -55,22 +60,46 @@ class _ShardSender:
     """Feeds one shard's records to one data server through a bounded queue."""
 
     def __init__(self, client: DataServerClient, address: str, quoted_name: str,
-                 size: int | None):
+                 size: int | None, replace: Replace):
         self.address = address
         self.quoted_name = quoted_name
         self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
-        self.future: Future = _pool.submit(client.post_temp, address, quoted_name, size,
-                                           self._records())
         self.uuid: str | None = None
         self.error: Exception | None = None
+        self.reported = False
+        self._client = client
+        self._size = size
+        self._replace = replace
+        self._replay: list[bytes] | None = []
+        self.future: Future = _pool.submit(self._post)
+
+    def _post(self) -> str:
+        while True:
+            try:
+                return self._client.post_temp(self.address, self.quoted_name, self._size,
+                                              self._records())
+            except DataServerError as exc:
+                if self._replay is None:
+                    raise
+                replacement = self._replace(self.address)
+                if replacement is None:
+                    raise
+                log.warning("%s refused shard %s (%s); sending it to %s instead",
+                            self.address, self.quoted_name, exc, replacement)
+                self.address = replacement
 
     def _records(self) -> Iterator[bytes]:
+        yield from list(self._replay or ())
         while True:
             record = self.queue.get()
             if record is _END:
                 return
             if record is _ABORT:
                 raise ObjectStoreError("upload aborted")
+            if self._replay is not None:
+                self._replay.append(record)
+                if len(self._replay) > REPLAY_RECORDS:
+                    self._replay = None
             yield record
 
     @property
@@ -80,7 +109,7 @@ class _ShardSender:
     def send(self, record: bytes | None) -> None:
         while self.alive:
             if self.future.done():
-                self._collect()
+                self.wait(0)
                 if record is _END:
                     return
                 continue
@@ -90,7 +119,7 @@ class _ShardSender:
             except queue.Full:
                 continue
 
-    def _collect(self, timeout: float | None = 0) -> None:
+    def wait(self, timeout: float | None) -> None:
         if self.uuid is not None or self.error is not None:
             return
         try:
@@ -98,24 +127,36 @@ class _ShardSender:
         except Exception as exc:
             self.error = exc
 
-    def wait(self, timeout: float) -> None:
-        self._collect(timeout)
+    def cut(self) -> None:
+        """Abort the upload now: drain the queue and make the body raise."""
+        if self.future.done():
+            return
+        self.error = self.error or ObjectStoreError("aborted")
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        self.queue.put_nowait(_ABORT)
 
 
 class RSPutStream:
-    """Stream an object as ALL_SHARDS shards to ``targets`` (one address per shard index)."""
+    """Stream shards to ``targets`` (shard index -> address) and commit at least ``quorum``."""
 
-    def __init__(self, client: DataServerClient, targets: list[str], hash_: str,
-                 size: int | None, quorum: int, on_failure=None):
+    def __init__(self, client: DataServerClient, targets: dict[int, str], hash_: str,
+                 size: int | None, quorum: int, registry: DataServerRegistry | None = None):
         self._client = client
         self._codec = get_codec()
         self.hash = hash_
         self.quorum = quorum
-        self._on_failure = on_failure or (lambda address: None)
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._used = set(targets.values())
         shard_size = layout.shard_size(size) if size is not None else None
         quoted = quote_hash(hash_)
-        self._senders = {i: _ShardSender(client, address, f"{quoted}.{i}", shard_size)
-                         for i, address in enumerate(targets)}
+        self._senders = {i: _ShardSender(client, address, f"{quoted}.{i}", shard_size,
+                                         self._replacement)
+                         for i, address in targets.items()}
         self.committed: dict[int, str] = {}
         self._finished = False
 
@@ -126,12 +167,28 @@ class RSPutStream:
         if len(self.committed) < len(self._senders):
             self.abort()
 
+    def _on_failure(self, address: str) -> None:
+        if self._registry is not None:
+            self._registry.forget(address, f"a shard upload of {self.hash} failed")
+
+    def _replacement(self, failed: str) -> str | None:
+        """Another live server, not yet given a shard of this object, instead of ``failed``."""
+        self._on_failure(failed)
+        if self._registry is None:
+            return None
+        with self._lock:
+            chosen = self._registry.choose(1, exclude=self._used)
+            if not chosen:
+                return None
+            self._used.add(chosen[0])
+            return chosen[0]
+
     def _live(self) -> dict[int, _ShardSender]:
         live = {}
         for i, sender in self._senders.items():
             if sender.alive:
                 live[i] = sender
-            elif not getattr(sender, "reported", False):
+            elif not sender.reported:
                 sender.reported = True
                 log.warning("shard %s to %s failed: %s", sender.quoted_name, sender.address,
                             sender.error)
@@ -143,7 +200,11 @@ class RSPutStream:
         return live
 
     def write(self, block: bytes) -> None:
+        """Encode one block and send each live shard its record."""
         records = [layout.seal(f) for f in self._codec.encode(block)]
+        self.write_records(dict(enumerate(records)))
+
+    def write_records(self, records: dict[int, bytes]) -> None:
         for i, sender in self._live().items():
             sender.send(records[i])
 
@@ -156,8 +217,8 @@ class RSPutStream:
         self._live()
         self._finished = True
 
-    def commit(self) -> int:
-        """Publish every written shard; returns how many were committed (>= quorum)."""
+    def commit(self) -> dict[int, str]:
+        """Publish every written shard; returns shard index -> address of those committed."""
         live = self._live()
         results = run_parallel((self._client.commit_temp, s.address, s.uuid)
                                for s in live.values())
@@ -167,29 +228,18 @@ class RSPutStream:
             else:
                 self.committed[i] = sender.address
         self._live()
-        return len(self.committed)
-
-    @property
-    def missing(self) -> list[int]:
-        return [i for i in self._senders if i not in self.committed]
+        return dict(self.committed)
 
     def abort(self) -> None:
-        """Delete every temp object this stream created and not committed."""
+        """Delete every temp object this stream created and did not commit."""
         for sender in self._senders.values():
-            if not sender.future.done():
-                sender.error = sender.error or ObjectStoreError("aborted")
-                while True:                # unblock the sender thread at once
-                    try:
-                        sender.queue.get_nowait()
-                    except queue.Empty:
-                        break
-                sender.queue.put_nowait(_ABORT)
+            sender.cut()
         calls = []
         for i, sender in self._senders.items():
             try:
                 sender.uuid = sender.uuid or sender.future.result(self._client.timeout)
             except Exception:
-                pass
+                pass                      # that upload never created a temp object
             if sender.uuid and i not in self.committed:
                 calls.append((self._client.delete_temp, sender.address, sender.uuid))
         for result in run_parallel(calls):

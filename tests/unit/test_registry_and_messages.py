@@ -1,7 +1,7 @@
 """Data server registry expiry (injected clock) and the RabbitMQ message formats."""
 import pytest
 
-from api_server.heartbeat import DataServerRegistry
+from lib.registry import DataServerRegistry
 from lib.messages import Heartbeat, LocateReply, LocateRequest, MalformedMessage
 
 

@@ -1,0 +1,85 @@
+"""Repairs requested by degraded GETs and by PUTs below full width, run in the background.
+
+The client's request never waits for a repair: it is queued here (once per object while it is
+pending) and a small pool of threads re-locates the object and rebuilds what is still missing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from lib.errors import ObjectStoreError
+from lib.hashing import quote_hash
+from lib.locator import Locator
+from lib.objectstream import DataServerClient
+from lib.registry import DataServerRegistry
+from lib.rs.params import ALL_SHARDS, DATA_SHARDS
+from lib.rs.repair import rebuild
+
+log = logging.getLogger(__name__)
+
+#: Repairs running at once, and waiting at most (beyond that the scanner finds them).
+REPAIR_THREADS = 2
+MAX_PENDING = 1000
+
+
+class Repairer:
+    def __init__(self, client: DataServerClient, registry: DataServerRegistry, locator: Locator):
+        self._client = client
+        self._registry = registry
+        self._locator = locator
+        self._lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._pool = ThreadPoolExecutor(REPAIR_THREADS, thread_name_prefix="repair")
+
+    def request(self, hash_: str, size: int, damaged: dict[int, str] | None = None) -> bool:
+        """Queue a repair of ``hash_``; False when it is already queued or the queue is full.
+
+        :param damaged: shard index -> address of copies that failed a read; they are rebuilt
+            elsewhere even if their server still lists them, then moved to its garbage.
+        """
+        with self._lock:
+            if hash_ in self._pending or len(self._pending) >= MAX_PENDING:
+                return False
+            self._pending.add(hash_)
+        self._pool.submit(self._repair, hash_, size, dict(damaged or {}))
+        return True
+
+    def _repair(self, hash_: str, size: int, damaged: dict[int, str]) -> None:
+        try:
+            repair_object(self._client, self._registry, self._locator, hash_, size, damaged)
+        except Exception:
+            log.exception("repair of %s failed", hash_)
+        finally:
+            with self._lock:
+                self._pending.discard(hash_)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def repair_object(client: DataServerClient, registry: DataServerRegistry, locator: Locator,
+                  hash_: str, size: int, damaged: dict[int, str]) -> dict[int, str]:
+    """Locate ``hash_``, retire the copies that failed a read, rebuild what is missing.
+
+    A damaged copy is moved to its server's garbage first (it may be truncated at a record
+    boundary, which its own server cannot see), so a rebuild never lands beside it.
+    """
+    locations = locator.locate(hash_)
+    for i, address in damaged.items():
+        if locations.get(i) != address:
+            continue
+        del locations[i]
+        try:
+            client.delete_shards(address, f"{quote_hash(hash_)}.{i}")
+        except ObjectStoreError as exc:
+            log.warning("could not retire damaged shard %d of %s on %s: %s",
+                        i, hash_, address, exc)
+    if len(locations) >= ALL_SHARDS:
+        return {}
+    if len(locations) < DATA_SHARDS:
+        log.error("object %s cannot be repaired: only shards %s are left",
+                  hash_, sorted(locations))
+        return {}
+    return rebuild(client, registry, locations, hash_, size)

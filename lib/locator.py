@@ -1,0 +1,86 @@
+"""Locator: find which data servers hold which shards of an object, over RabbitMQ.
+
+One reply queue per process and a correlation id per request (BOOK W2).  Every live data
+server answers, so a locate ends as soon as all shards are found or all live servers have
+answered, and waits LOCATE_TIMEOUT only for a server that died without telling (BOOK W1); such
+a server is dropped from the registry at once (W3).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from lib.config import Config
+from lib.errors import NotEnoughDataServers
+from lib.hashing import quote_hash
+from lib.messages import LocateReply, LocateRequest, MalformedMessage
+from lib.rabbitmq import Bus, Message
+from lib.registry import DataServerRegistry
+from lib.rs.params import ALL_SHARDS
+
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    def __init__(self, expected: set[str]):
+        self.expected = expected
+        self.answered: set[str] = set()
+        self.shards: dict[int, str] = {}
+        self.done = threading.Event()
+
+
+class Locator:
+    def __init__(self, bus: Bus, config: Config, registry: DataServerRegistry):
+        self._bus = bus
+        self._config = config
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._replies = bus.subscribe(None, self._on_reply)
+
+    def _on_reply(self, message: Message) -> None:
+        try:
+            reply = LocateReply.from_json(message.body)
+        except MalformedMessage as exc:
+            log.warning("dropped locate reply: %s", exc)
+            return
+        with self._lock:
+            pending = self._pending.get(message.correlation_id or "")
+            if pending is None:
+                return                   # late reply to a finished locate
+            pending.answered.add(reply.addr)
+            for i in reply.ids:
+                if i < ALL_SHARDS:
+                    pending.shards.setdefault(i, reply.addr)
+            if len(pending.shards) >= ALL_SHARDS or pending.expected <= pending.answered:
+                pending.done.set()
+
+    def locate(self, hash_: str) -> dict[int, str]:
+        """Shard index -> data server address for every shard found (maybe none)."""
+        reply_queue = self._bus.queue_name(self._replies)
+        if reply_queue is None:
+            raise NotEnoughDataServers("not connected to RabbitMQ: cannot locate objects")
+        expected = set(self._registry.live())
+        if not expected:
+            return {}
+        correlation_id = uuid.uuid4().hex
+        pending = _Pending(expected)
+        with self._lock:
+            self._pending[correlation_id] = pending
+        try:
+            started = time.monotonic()
+            self._bus.publish(self._config.data_exchange, "",
+                              LocateRequest(quote_hash(hash_)).to_json(),
+                              reply_to=reply_queue, correlation_id=correlation_id)
+            if not pending.done.wait(self._config.locate_timeout):
+                silent = pending.expected - pending.answered
+                log.warning("locate %s: no answer from %s in %.1fs", hash_, sorted(silent),
+                            time.monotonic() - started)
+                for address in silent:
+                    self._registry.forget(address, "it did not answer a locate")
+        finally:
+            with self._lock:
+                del self._pending[correlation_id]
+        return dict(pending.shards)
