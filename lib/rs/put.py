@@ -71,6 +71,7 @@ class _ShardSender:
         self._size = size
         self._replace = replace
         self._replay: list[bytes] | None = []
+        self._ended = False
         self.future: Future = _pool.submit(self._post)
 
     def _post(self) -> str:
@@ -90,9 +91,10 @@ class _ShardSender:
 
     def _records(self) -> Iterator[bytes]:
         yield from list(self._replay or ())
-        while True:
+        while not self._ended:
             record = self.queue.get()
             if record is _END:
+                self._ended = True
                 return
             if record is _ABORT:
                 raise ObjectStoreError("upload aborted")
@@ -126,6 +128,29 @@ class _ShardSender:
             self.uuid = self.future.result(timeout)
         except Exception as exc:
             self.error = exc
+
+    def resend_and_commit(self) -> bool:
+        """After a failed commit: send the whole shard to another server and commit it there.
+
+        Possible only for shards short enough to be kept whole (REPLAY_RECORDS records).
+        """
+        while self._replay is not None and self._ended:
+            replacement = self._replace(self.address)
+            if replacement is None:
+                return False
+            log.warning("commit of %s on %s failed; sending it to %s instead",
+                        self.quoted_name, self.address, replacement)
+            self.address = replacement
+            try:
+                self.uuid = self._client.post_temp(replacement, self.quoted_name, self._size,
+                                                   list(self._replay))
+                self._client.commit_temp(replacement, self.uuid)
+            except DataServerError as exc:
+                log.warning("%s failed too: %s", replacement, exc)
+                continue
+            self.error = None
+            return True
+        return False
 
     def cut(self) -> None:
         """Abort the upload now: drain the queue and make the body raise."""
@@ -222,10 +247,16 @@ class RSPutStream:
         live = self._live()
         results = run_parallel((self._client.commit_temp, s.address, s.uuid)
                                for s in live.values())
+        failed = {}
         for (i, sender), result in zip(live.items(), results):
             if isinstance(result, Exception):
+                failed[i] = sender
                 sender.error = result
             else:
+                self.committed[i] = sender.address
+        retried = run_parallel((s.resend_and_commit,) for s in failed.values())
+        for (i, sender), ok in zip(failed.items(), retried):
+            if ok is True:
                 self.committed[i] = sender.address
         self._live()
         return dict(self.committed)

@@ -220,7 +220,9 @@ def test_node_loss_under_load_loses_no_acknowledged_object(make_cluster):
         t.join(60)
     assert statuses and set(statuses) == {200}, sorted(set(statuses))
     for name, hash_ in acknowledged.items():
-        assert sha256_b64(client.get(name).content) == hash_
+        got = client.get(name)
+        assert got.status_code == 200, (name, got.text)
+        assert sha256_b64(got.content) == hash_
 
 
 def test_sigterm_announces_departure_and_finishes_requests(make_cluster):
