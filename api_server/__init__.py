@@ -40,6 +40,7 @@ class ApiServer:
         """Have missing or damaged shards rebuilt, without making the client wait."""
         log.warning("object %s (%d bytes) needs shards %s rebuilt", hash_, size,
                     sorted(set(missing) | set(damaged or {})))
+        self.locator.forget(hash_)
         self.repairer.request(hash_, size, damaged)
 
     def after_failed_version(self, hash_: str) -> None:

@@ -14,7 +14,7 @@ bp = Blueprint("locate", __name__)
 @bp.get("/locate/<anypath:quoted_hash>")
 def get_locate(quoted_hash: str) -> Response:
     hash_ = validate_hash(unquote_hash(quoted_hash))
-    shards = current_app.extensions["tessera.api"].locator.locate(hash_)
+    shards = current_app.extensions["tessera.api"].locator.locate(hash_, fresh=True)
     if not shards:
         raise ObjectNotFound(f"no shard of {hash_} found")
     body = json.dumps({str(i): shards[i] for i in sorted(shards)})

@@ -14,14 +14,14 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Response, current_app, request
 
-from lib.errors import (HashMismatch, InvalidName, NotEnoughDataServers, ObjectNotFound,
-                        SizeMismatch, BadRequest)
+from lib.errors import (BadRequest, HashMismatch, InvalidName, NotEnoughDataServers,
+                        ObjectNotFound, ObjectStoreError, SizeMismatch)
 from lib.hashing import HashingIter
 from lib.headers import content_range, parse_digest, parse_range
 from lib.metadata import Metadata
 from lib.rs.get import RSGetStream
 from lib.rs.params import ALL_SHARDS, BLOCK_SIZE, DATA_SHARDS
-from lib.rs.put import RSPutStream
+from lib.rs.put import RSPutStream, put_short_object
 from lib.streams import iter_chunks, rechunk
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,25 @@ def _version_arg() -> int | None:
     return int(raw)
 
 
-def _store(api, hash_: str, size: int | None, chunks: HashingIter) -> list[int]:
-    """Encode and commit the body; returns the shard indexes left missing (< quorum: raise)."""
+def _targets(api) -> tuple[list[str], int]:
     quorum = min(api.config.write_quorum, ALL_SHARDS)
     targets = api.registry.choose(ALL_SHARDS)
     if len(targets) < quorum:
         raise NotEnoughDataServers(
             f"{len(targets)} live data servers; a PUT needs at least {quorum}")
+    return targets, quorum
+
+
+def _store_short(api, hash_: str, block: bytes) -> list[int]:
+    """Store a body of at most one block, digest already checked; returns missing shards."""
+    targets, quorum = _targets(api)
+    committed = put_short_object(api.client, api.registry, targets, hash_, block, quorum)
+    return [i for i in range(ALL_SHARDS) if i not in committed]
+
+
+def _store(api, hash_: str, size: int | None, chunks: HashingIter) -> list[int]:
+    """Encode and commit the body; returns the shard indexes left missing (< quorum: raise)."""
+    targets, quorum = _targets(api)
     with RSPutStream(api.client, dict(enumerate(targets)), hash_, size, quorum,
                      api.registry) as put:
         for block in rechunk(chunks, BLOCK_SIZE):
@@ -106,11 +118,15 @@ def put_object(name: str) -> Response:
     hash_ = parse_digest(request.headers.get("Digest"))
     size = request.content_length
     chunks = HashingIter(iter_chunks(request.stream))
-    if _is_stored(api, hash_):
+    if size is not None and size <= BLOCK_SIZE:
+        block = b"".join(chunks)          # short: check the digest before storing anything
+        _check_body(chunks, hash_, size)
+        missing = [] if _is_stored(api, hash_) else _store_short(api, hash_, block)
+    elif _is_stored(api, hash_):
         for _ in chunks:                 # dedup: store nothing, but check the body all the same
             pass
         _check_body(chunks, hash_, size)
-        missing: list[int] = []
+        missing = []
     else:
         missing = _store(api, hash_, size, chunks)
     try:
@@ -152,15 +168,20 @@ def get_object(name: str) -> Response:
     status = 206 if byte_range else 200
     if meta.size == 0:
         return Response(b"", status=status, headers=headers, mimetype="application/octet-stream")
-    locations = api.locator.locate(meta.hash)
-    try:
-        stream = RSGetStream(api.client, locations, meta.hash, meta.size, first, last)
-        body = iter(stream)
-        head = next(body)                # fail with a status, not a truncated 200 (BOOK W15)
-    except Exception as exc:
-        log.error("cannot read %r version %d (%s): shards %s located: %s",
-                  meta.name, meta.version, meta.hash, sorted(locations), exc)
-        raise
+    for attempt in range(2):
+        locations = api.locator.locate(meta.hash, fresh=attempt > 0)
+        try:
+            stream = RSGetStream(api.client, locations, meta.hash, meta.size, first, last)
+            body = iter(stream)
+            head = next(body)            # fail with a status, not a truncated 200 (BOOK W15)
+            break
+        except ObjectStoreError as exc:
+            if attempt == 0 and len(locations) == ALL_SHARDS:
+                api.locator.forget(meta.hash)      # maybe a stale cached answer: ask again
+                continue
+            log.error("cannot read %r version %d (%s): shards %s located: %s",
+                      meta.name, meta.version, meta.hash, sorted(locations), exc)
+            raise
 
     def generate():
         try:

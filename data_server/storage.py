@@ -176,27 +176,53 @@ class Storage:
 
         Any failure removes the temp object, so a broken upload leaves nothing behind.
         """
-        sha = hashlib.sha256()
-        got = 0
         try:
-            with open(self._dat_path(info.uuid), "wb") as f:
-                for record in rechunk(chunks, layout.full_record_size()):
-                    got += len(record)
-                    if info.size is not None and got > info.size:
-                        raise SizeMismatch(f"shard body exceeds the declared {info.size} bytes")
-                    layout.unseal(record)
-                    sha.update(record)
-                    f.write(record)
-                if info.size is not None and got != info.size:
-                    raise SizeMismatch(f"shard body has {got} of {info.size} bytes")
-                f.flush()
-                os.fsync(f.fileno())
-            info.shard_hash = b64_digest(sha)
-            info.size = got
+            info.size, info.shard_hash = self._write_verified(
+                self._dat_path(info.uuid), info.size, chunks)
             self._write_info(info)
         except BaseException:
             self.delete_temp(info.uuid)
             raise
+
+    @staticmethod
+    def _write_verified(path: Path, size: int | None,
+                        chunks: Iterable[bytes]) -> tuple[int, str]:
+        """Write records to ``path``, checking each CRC and the total size, then fsync.
+
+        :returns: (bytes written, base64 SHA-256 of them).
+        """
+        sha = hashlib.sha256()
+        got = 0
+        with open(path, "wb") as f:
+            for record in rechunk(chunks, layout.full_record_size()):
+                got += len(record)
+                if size is not None and got > size:
+                    raise SizeMismatch(f"shard body exceeds the declared {size} bytes")
+                layout.unseal(record)
+                sha.update(record)
+                f.write(record)
+            if size is not None and got != size:
+                raise SizeMismatch(f"shard body has {got} of {size} bytes")
+            f.flush()
+            os.fsync(f.fileno())
+        return got, b64_digest(sha)
+
+    def store_shard(self, name: ShardName, size: int, chunks: Iterable[bytes]) -> StoredShard:
+        """Write, verify, fsync and publish a whole shard at once (no temp record kept).
+
+        For short objects the api server has checked the digest before sending, so the
+        two-phase temp object would only add round trips.
+        """
+        dat = self._dat_path(str(uuidlib.uuid4()))
+        try:
+            _, shard_hash = self._write_verified(dat, size, chunks)
+            target = self.shard_path(name, shard_hash)
+            os.replace(dat, target)
+        except BaseException:
+            dat.unlink(missing_ok=True)
+            raise
+        self._fsync_dir(self.objects)
+        return StoredShard(name, shard_hash, target)
 
     def append_temp(self, uuid: str, chunks: Iterable[bytes]) -> int:
         """Append to a temp object (resumable uploads); never past its declared size."""

@@ -1,7 +1,8 @@
 """/temp/: temp objects, the two-phase write of a shard (BOOK chapter 4, one request a shard).
 
 POST /temp/<hash>.<i> (``Size`` header) creates one and, when a body comes along, writes the
-whole shard in that same request (verified, hashed, fsynced); PATCH appends (resumable
+whole shard in that same request (verified, hashed, fsynced); with ``?commit=1`` it also
+publishes it at once (short objects, whose digest the api server checked before sending); PATCH appends (resumable
 uploads); PUT commits it into objects/ atomically; DELETE aborts; HEAD/GET read it back.
 """
 from __future__ import annotations
@@ -37,6 +38,10 @@ def post_temp(name: str) -> Response:
     if declared is None and not has_body:
         raise BadRequest("the Size header is required to create an empty temp object")
     size = parse_size(declared) if declared is not None else None
+    if request.args.get("commit") == "1" and size is not None:
+        shard = node.storage.store_shard(shard_name, size, iter_chunks(request.stream))
+        _publish(node, shard)
+        return Response(headers={"Shard-Hash": shard.shard_hash})
     info = node.storage.create_temp(shard_name, size)
     if has_body:
         node.storage.write_whole_temp(info, iter_chunks(request.stream))
@@ -53,11 +58,16 @@ def patch_temp(uuid: str) -> Response:
 def put_temp(uuid: str) -> Response:
     node = _node()
     shard = node.storage.commit_temp(uuid)
+    _publish(node, shard)
+    return Response(headers={"Shard-Hash": shard.shard_hash})
+
+
+def _publish(node, shard) -> None:
+    """Index a committed shard; an older file of the same shard goes to garbage."""
     replaced = node.index.add(shard)
     if replaced is not None:
         node.storage.move_to_garbage(replaced.path)
     log.info("committed %s", shard.path.name)
-    return Response(headers={"Shard-Hash": shard.shard_hash})
 
 
 @bp.delete("/temp/<uuid>")

@@ -67,7 +67,7 @@ class Config:
     es_index: str = "metadata"
     #: Shards a PUT must commit before it answers 200 (DATA_SHARDS + 1 by default).
     write_quorum: int = 5
-    workers: int = 1
+    workers: int = 2
     threads: int = 16
     #: Seconds for one HTTP exchange between our own servers (connect and each read).
     http_timeout: float = 30.0

@@ -4,6 +4,10 @@ One reply queue per process and a correlation id per request (BOOK W2).  Every l
 server answers, so a locate ends as soon as all shards are found or all live servers have
 answered, and waits LOCATE_TIMEOUT only for a server that died without telling (BOOK W1); such
 a server is dropped from the registry at once (W3).
+
+Complete answers (every shard found) are cached for LOCATION_TTL seconds, so reading an
+object does not cost every data server a message; a reader that finds a cached location
+wrong calls :meth:`Locator.forget` and locates again.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 
 from lib.config import Config
 from lib.errors import NotEnoughDataServers
@@ -21,6 +26,10 @@ from lib.registry import DataServerRegistry
 from lib.rs.params import ALL_SHARDS
 
 log = logging.getLogger(__name__)
+
+#: Seconds a complete locate answer is reused, and how many answers are kept.
+LOCATION_TTL = 30.0
+LOCATION_CACHE_SIZE = 65536
 
 
 class _Pending:
@@ -39,6 +48,7 @@ class Locator:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._replies = bus.subscribe(None, self._on_reply)
+        self._cache: OrderedDict[str, tuple[float, dict[int, str]]] = OrderedDict()
 
     def _on_reply(self, message: Message) -> None:
         try:
@@ -57,8 +67,42 @@ class Locator:
             if len(pending.shards) >= ALL_SHARDS or pending.expected <= pending.answered:
                 pending.done.set()
 
-    def locate(self, hash_: str) -> dict[int, str]:
-        """Shard index -> data server address for every shard found (maybe none)."""
+    def locate(self, hash_: str, fresh: bool = False) -> dict[int, str]:
+        """Shard index -> data server address for every shard found (maybe none).
+
+        :param fresh: ask the data servers even when a cached answer exists.
+        """
+        if not fresh:
+            cached = self._cached(hash_)
+            if cached is not None:
+                return cached
+        shards = self._broadcast(hash_)
+        if len(shards) >= ALL_SHARDS:
+            with self._lock:
+                self._cache[hash_] = (time.monotonic(), dict(shards))
+                self._cache.move_to_end(hash_)
+                while len(self._cache) > LOCATION_CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return shards
+
+    def forget(self, hash_: str) -> None:
+        """Drop a cached answer that turned out to be wrong."""
+        with self._lock:
+            self._cache.pop(hash_, None)
+
+    def _cached(self, hash_: str) -> dict[int, str] | None:
+        with self._lock:
+            entry = self._cache.get(hash_)
+        if entry is None:
+            return None
+        stamp, shards = entry
+        live = set(self._registry.live())
+        if time.monotonic() - stamp > LOCATION_TTL or not set(shards.values()) <= live:
+            self.forget(hash_)
+            return None
+        return dict(shards)
+
+    def _broadcast(self, hash_: str) -> dict[int, str]:
         reply_queue = self._bus.queue_name(self._replies)
         if reply_queue is None:
             raise NotEnoughDataServers("not connected to RabbitMQ: cannot locate objects")

@@ -1,56 +1,51 @@
-"""The only ``requests`` import: the api side's HTTP client for data servers' /temp and /objects.
+"""The api side's HTTP client for data servers' /temp and /objects: the only urllib3 import.
 
-One pooled keep-alive Session per process; every call has a timeout (requests has none by
-default); every shard travels in one streaming request with Content-Length (BOOK W10); every
+urllib3 (the connection pool under ``requests``) is used directly: measured here, a request
+costs 0.11 ms of CPU through it against 0.34 ms through ``requests``, and a small GET makes
+four of them, a small PUT six.  One pool of keep-alive connections per process; every call has
+a timeout; every shard travels in one streaming request with Content-Length (BOOK W10); every
 status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-import requests
-import requests.adapters
+import urllib3
+import urllib3.exceptions
 
 from lib.errors import DataServerError, ObjectNotFound
 from lib.streams import read_exact
 
 log = logging.getLogger(__name__)
 
-_POOL_SIZE = 128
-
-
-class SizedBody:
-    """An iterable request body with a known length, so requests sends Content-Length."""
-
-    def __init__(self, chunks: Iterable[bytes], length: int):
-        self._chunks = chunks
-        self._length = length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._chunks)
+#: Keep-alive connections kept per data server, and data servers kept.
+_POOL_SIZE = 64
+_POOLS = 64
 
 
 class ShardResponse:
     """A streaming GET of (part of) a shard; read it with :meth:`read` and close it."""
 
-    def __init__(self, response: requests.Response, address: str):
+    def __init__(self, response: urllib3.BaseHTTPResponse, address: str, length: int):
         self._response = response
+        self._left = length
         self.address = address
 
     def read(self, size: int) -> bytes:
         try:
-            return read_exact(self._response.raw, size)
-        except (requests.RequestException, OSError, ValueError) as exc:
-            raise DataServerError(f"read failed: {exc}", self.address) from exc
-        except Exception as exc:          # urllib3 protocol errors (IncompleteRead, ...)
+            data = read_exact(self._response, size)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise DataServerError(f"read failed: {exc!r}", self.address) from exc
+        self._left -= len(data)
+        return data
 
     def close(self) -> None:
-        self._response.close()
+        """Return the connection to the pool when the body was read to its end."""
+        if self._left == 0:
+            self._response.release_conn()
+        else:
+            self._response.close()
 
 
 class DataServerClient:
@@ -58,54 +53,67 @@ class DataServerClient:
 
     def __init__(self, timeout: float):
         self.timeout = timeout
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=32, pool_maxsize=_POOL_SIZE,
-                                                max_retries=0)
-        self._session.mount("http://", adapter)
+        self._pool = urllib3.PoolManager(
+            num_pools=_POOLS, maxsize=_POOL_SIZE, block=False, retries=False,
+            timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout))
 
-    def _request(self, method: str, address: str, path: str, **kwargs) -> requests.Response:
+    def _request(self, method: str, address: str, path: str, *, body=None,
+                 headers: dict | None = None, stream: bool = False,
+                 chunked: bool = False) -> urllib3.BaseHTTPResponse:
         try:
-            return self._session.request(method, f"http://{address}{path}",
-                                         timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise DataServerError(f"{method} {path}: {exc}", address) from exc
+            return self._pool.urlopen(method, f"http://{address}{path}", body=body,
+                                      headers=headers, preload_content=not stream,
+                                      redirect=False, chunked=chunked)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
 
     @staticmethod
-    def _check(response: requests.Response, address: str, what: str) -> requests.Response:
-        if response.status_code == 404:
-            response.close()
-            raise ObjectNotFound(f"{address}: {what}: 404")
-        if response.status_code not in (200, 206):
-            text = response.text[:200].strip() if not response.raw.closed else ""
-            response.close()
-            raise DataServerError(f"{what}: {response.status_code} {text}", address)
-        return response
+    def _check(response: urllib3.BaseHTTPResponse, address: str,
+               what: str) -> urllib3.BaseHTTPResponse:
+        if response.status in (200, 206):
+            return response
+        text = response.data[:200].decode(errors="replace").strip()
+        response.release_conn()
+        if response.status == 404:
+            raise ObjectNotFound(f"{address}: {what}: 404 {text}")
+        raise DataServerError(f"{what}: {response.status} {text}", address)
 
     # -- temp objects ------------------------------------------------------------------------
     def post_temp(self, address: str, quoted_name: str, size: int | None,
                   body: Iterable[bytes] | None = None) -> str:
         """Create a temp object for shard ``quoted_name``, sending its bytes when given.
 
+        ``size`` None streams the body chunked (the sender does not know its length).
         :returns: the temp object's uuid.
         """
-        headers = {"Size": str(size)} if size is not None else {}
-        if body is not None and size is not None:
-            body = SizedBody(body, size)
-        response = self._request("POST", address, f"/temp/{quoted_name}",
-                                 headers=headers, data=body)
-        uuid = self._check(response, address, f"POST /temp/{quoted_name}").text.strip()
+        headers = {}
+        if size is not None:
+            headers["Size"] = str(size)
+            if body is not None:
+                headers["Content-Length"] = str(size)
+        response = self._request("POST", address, f"/temp/{quoted_name}", body=body,
+                                 headers=headers, chunked=body is not None and size is None)
+        uuid = self._check(response, address, f"POST /temp/{quoted_name}").data.decode().strip()
         if len(uuid) != 36:
             raise DataServerError(f"POST /temp/{quoted_name}: bad uuid {uuid[:60]!r}", address)
         return uuid
 
     def patch_temp(self, address: str, uuid: str, body: Iterable[bytes], length: int) -> None:
-        response = self._request("PATCH", address, f"/temp/{uuid}", data=SizedBody(body, length))
-        self._check(response, address, f"PATCH /temp/{uuid}").close()
+        response = self._request("PATCH", address, f"/temp/{uuid}", body=body,
+                                 headers={"Content-Length": str(length)})
+        self._check(response, address, f"PATCH /temp/{uuid}")
 
     def head_temp(self, address: str, uuid: str) -> int:
         response = self._request("HEAD", address, f"/temp/{uuid}")
         self._check(response, address, f"HEAD /temp/{uuid}")
         return int(response.headers.get("Content-Length", "0"))
+
+    def put_shard(self, address: str, quoted_name: str, data: bytes) -> str:
+        """Store and commit a whole (short) shard in one request; returns its shard hash."""
+        response = self._request("POST", address, f"/temp/{quoted_name}?commit=1", body=data,
+                                 headers={"Size": str(len(data))})
+        response = self._check(response, address, f"POST /temp/{quoted_name}?commit=1")
+        return response.headers.get("Shard-Hash", "")
 
     def commit_temp(self, address: str, uuid: str) -> str:
         """Publish the temp object; returns the shard hash the data server computed."""
@@ -114,7 +122,7 @@ class DataServerClient:
 
     def delete_temp(self, address: str, uuid: str) -> None:
         response = self._request("DELETE", address, f"/temp/{uuid}")
-        self._check(response, address, f"DELETE /temp/{uuid}").close()
+        self._check(response, address, f"DELETE /temp/{uuid}")
 
     # -- committed shards --------------------------------------------------------------------
     def open_shard(self, address: str, quoted_name: str, first: int, last: int) -> ShardResponse:
@@ -122,9 +130,10 @@ class DataServerClient:
         response = self._request("GET", address, f"/objects/{quoted_name}", stream=True,
                                  headers={"Range": f"bytes={first}-{last}"})
         self._check(response, address, f"GET /objects/{quoted_name}")
-        return ShardResponse(response, address)
+        return ShardResponse(response, address,
+                             int(response.headers.get("Content-Length", last - first + 1)))
 
     def delete_shards(self, address: str, quoted_name: str) -> None:
         """Move ``<hash>`` or ``<hash>.<i>`` to the data server's garbage/."""
         response = self._request("DELETE", address, f"/objects/{quoted_name}")
-        self._check(response, address, f"DELETE /objects/{quoted_name}").close()
+        self._check(response, address, f"DELETE /objects/{quoted_name}")

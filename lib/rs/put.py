@@ -276,3 +276,48 @@ class RSPutStream:
         for result in run_parallel(calls):
             if isinstance(result, Exception):
                 log.warning("abort of %s left a temp object: %s (it expires)", self.hash, result)
+
+
+def put_short_object(client: DataServerClient, registry: DataServerRegistry,
+                     targets: list[str], hash_: str, block: bytes,
+                     quorum: int) -> dict[int, str]:
+    """Store an object of at most one block whose digest is already verified.
+
+    Each shard is one ``POST /temp/<hash>.<i>?commit=1``: written, verified and published in
+    a single round trip.  A data server that fails is replaced at once (the record is in
+    memory); below ``quorum`` the shards already published are withdrawn.
+    :returns: shard index -> address of every committed shard.
+    """
+    records = [layout.seal(f) for f in get_codec().encode(block)]
+    quoted = quote_hash(hash_)
+    used = set(targets)
+    lock = threading.Lock()
+
+    def store(index: int, address: str) -> str:
+        while True:
+            try:
+                client.put_shard(address, f"{quoted}.{index}", records[index])
+                return address
+            except DataServerError as exc:
+                registry.forget(address, f"a shard upload of {hash_} failed")
+                with lock:
+                    chosen = registry.choose(1, exclude=used)
+                    used.update(chosen)
+                if not chosen:
+                    raise
+                log.warning("%s failed shard %s.%d (%s); sending it to %s instead",
+                            address, quoted, index, exc, chosen[0])
+                address = chosen[0]
+
+    results = run_parallel((store, i, a) for i, a in enumerate(targets))
+    committed = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    if len(committed) < quorum:
+        for i, address in committed.items():
+            try:
+                client.delete_shards(address, f"{quoted}.{i}")
+            except ObjectStoreError as exc:
+                log.warning("could not withdraw shard %s.%d on %s: %s", quoted, i, address, exc)
+        raise NotEnoughDataServers(
+            f"only {len(committed)} of {len(targets)} shards of {hash_} could be written; "
+            f"{quorum} needed")
+    return committed
