@@ -14,6 +14,7 @@ A temp object is written, fsynced, then published with an atomic ``os.replace`` 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -231,7 +232,8 @@ class Storage:
             raise BadRequest(f"temp object {uuid} has no declared size to append to")
         path = self._dat_path(uuid)
         with open(path, "ab") as f:
-            size = f.tell()
+            fcntl.flock(f, fcntl.LOCK_EX)     # one append at a time per temp object (W26)
+            size = f.seek(0, os.SEEK_END)
             for chunk in chunks:
                 size += len(chunk)
                 if size > info.size:

@@ -251,3 +251,23 @@ def peak_rss_mb(pid: int) -> float:
                 if line.startswith("VmHWM:"):
                     peak = max(peak, int(line.split()[1]) / 1024)
     return peak
+
+
+def test_malformed_messages_are_dropped_not_fatal(client: Client):
+    from lib.rabbitmq import Bus
+    from tests.probe.conftest import RABBITMQ
+    cluster = client.cluster
+    bus = Bus(RABBITMQ, "prankster", exchanges=(cluster.api_exchange, cluster.data_exchange))
+    bus.start()
+    try:
+        assert bus.connected.wait(10)
+        for body in (b"", b"not json", b"{}", b'{"Addr": 5}', b"\xff\xfe", b'"%2F%2F"', b"[1,2]"):
+            assert bus.publish(cluster.api_exchange, "", body)
+            assert bus.publish(cluster.data_exchange, "", body, reply_to="amq.nowhere")
+    finally:
+        bus.stop()
+    data = os.urandom(3000)
+    name = unique("after-garbage")
+    assert client.put(name, data, sha256_b64(data)).status_code == 200
+    assert client.get(name).content == data
+    assert all(node.running for node in cluster.data + cluster.api)

@@ -289,3 +289,21 @@ def test_broker_restart(make_cluster):
     wait_for(serving, timeout=15, interval=0.5)
     assert time.monotonic() - back < 15
     assert all(n.running for n in cluster.data + cluster.api)
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None and not os.path.exists(
+    "/usr/sbin/rabbitmqctl"), reason="rabbitmqctl is not installed: cannot list bindings")
+def test_stopped_cluster_leaves_no_queues_behind(make_cluster):
+    """Every queue is exclusive to its connection: none outlives its process (BOOK W24)."""
+    cluster = make_cluster()
+    ours = {cluster.api_exchange, cluster.data_exchange}
+
+    def bound_queues() -> int:
+        listed = _rabbitmqctl("list_bindings", "-q", "source_name", "destination_name")
+        assert listed.returncode == 0, listed.stderr
+        return sum(1 for line in listed.stdout.decode().splitlines()
+                   if line.split("\t")[0] in ours)
+
+    assert bound_queues() == len(cluster.data) + len(cluster.api) * 2   # 2 api workers each
+    cluster.stop()
+    assert bound_queues() == 0
