@@ -28,7 +28,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import struct
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from lib.config import Config  # noqa: E402
 from lib.hashing import quote_hash  # noqa: E402
 from lib.metadata import open_store  # noqa: E402
 from lib.rs.params import DATA_SHARDS  # noqa: E402
-from scripts.cluster import Cluster, Node, _children  # noqa: E402
+from scripts.cluster import Cluster, Node, _children, free_port  # noqa: E402
 
 MIB = 1 << 20
 CHUNK = MIB
@@ -53,7 +52,6 @@ SMALL_SIZE = 4096
 DATA_SERVERS = 6
 STOPPED_SERVERS = 2
 BASELINE_HOST = "127.0.3.1"
-CLUSTER_HOSTS = [f"127.0.1.{i}" for i in range(1, DATA_SERVERS + 1)] + ["127.0.2.1"]
 SCALE_LEVELS = (("scale_1k", 1_000), ("scale_100k", 100_000))
 #: One incompressible block; every chunk of every body is it with a distinct 16-byte prefix.
 _BLOCK = random.Random(6).randbytes(CHUNK)
@@ -258,25 +256,6 @@ def baseline_server() -> Iterator[str]:
 
 def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _can_bind(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_cluster_port() -> int:
-    """A port free on every cluster address, below the kernel's ephemeral range."""
-    for _ in range(200):
-        port = random.randrange(20_000, 32_000)
-        if all(_can_bind(host, port) for host in CLUSTER_HOSTS):
-            return port
-    raise RuntimeError(f"no port free on all of {CLUSTER_HOSTS}")
 
 
 def log_errors(cluster: Cluster) -> int:
@@ -684,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     info: dict[str, object] = {**machine(), "loadavg_start": os.getloadavg()[0]}
     try:
         with baseline_server() as baseline, \
-                running_cluster(args.port or free_cluster_port(), args.keep_root) as cluster:
+                running_cluster(args.port or free_port(DATA_SERVERS, 1), args.keep_root) as cluster:
             bench = Bench(args, baseline, cluster)
             bench.run()
             info["cluster_log_errors"] = log_errors(cluster)

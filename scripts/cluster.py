@@ -11,7 +11,9 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +36,28 @@ def data_address(i: int, port: int) -> str:
 
 def api_address(i: int, port: int) -> str:
     return f"127.0.2.{i}:{port}"
+
+
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(data_servers: int = 8, api_servers: int = 2) -> int:
+    """A port free on every cluster address, below the kernel's ephemeral range."""
+    hosts = [data_address(i, 0).split(":")[0] for i in range(1, data_servers + 1)] + \
+            [api_address(i, 0).split(":")[0] for i in range(1, api_servers + 1)]
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        if all(_can_bind(host, port) for host in hosts):
+            return port
+    raise RuntimeError(f"no port free on all of {hosts}")
 
 
 def get_json(address: str, path: str, timeout: float = 2.0) -> dict:

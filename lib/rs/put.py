@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from lib.errors import DataServerError, NotEnoughDataServers, ObjectStoreError
@@ -60,7 +60,7 @@ class _ShardSender:
     """Feeds one shard's records to one data server through a bounded queue."""
 
     def __init__(self, client: DataServerClient, address: str, quoted_name: str,
-                 size: int | None, replace: Replace):
+                 size: int | None, replace: Callable[[str], str | None]):
         self.address = address
         self.quoted_name = quoted_name
         self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)

@@ -7,7 +7,6 @@ and storage roots.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -18,29 +17,9 @@ import requests
 
 from lib.config import Config
 from lib.hashing import quote_hash
-from scripts.cluster import Cluster
+from scripts.cluster import Cluster, free_port
 
 RABBITMQ = os.environ.get("RABBITMQ_SERVER", Config.rabbitmq_server)
-
-
-def _port_is_free(port: int) -> bool:
-    for host in [f"127.0.1.{i}" for i in range(1, 7)] + [f"127.0.2.{i}" for i in range(1, 3)]:
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if _port_is_free(port):
-            return port
-    raise RuntimeError("no free port on 127.0.1.x/127.0.2.x")
 
 
 @pytest.fixture(scope="session", autouse=True)
