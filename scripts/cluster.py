@@ -243,14 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=12345)
     parser.add_argument("--data-servers", type=int, default=6)
     parser.add_argument("--api-servers", type=int, default=2)
+    parser.add_argument("--exchange-suffix", default="",
+                        help="appended to the exchange names apiServers/dataServers, to run "
+                             "beside another cluster on the same broker")
     args = parser.parse_args(argv)
     cluster = Cluster(Path(args.root), port=args.port, data_servers=args.data_servers,
-                      api_servers=args.api_servers)
+                      api_servers=args.api_servers, exchange_suffix=args.exchange_suffix)
     try:
         cluster.start()
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         cluster.stop()
-        print(f"cluster failed to start: {exc}", file=sys.stderr)
+        print(f"cluster failed to start: {exc!r}", file=sys.stderr)
         return 1
     print(f"Tessera is running (root {cluster.root}):")
     for node in cluster.data:

@@ -89,3 +89,35 @@ def test_readme_walkthrough_on_nodes_started_by_the_book_loop(book_nodes):
     assert '"data_servers":6' in out
     stored = list((tmp / "stg").glob("*/objects/*"))
     assert len(stored) == 12                   # 2 versions x 6 shards, one set per data server
+
+
+def test_run_command_prints_where_everything_is_and_stops_on_ctrl_c(tmp_path):
+    """`scripts/run.sh` ends in `python -m scripts.cluster`: run that part as a user would."""
+    port = free_port()
+    env = {**os.environ, "RABBITMQ_SERVER": RABBITMQ, "PYTHONPATH": str(REPO)}
+    suffix = f".cli-{uuid.uuid4().hex[:8]}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scripts.cluster", "--root", str(tmp_path), "--port", str(port),
+         "--exchange-suffix", suffix],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        text = "".join(lines)
+        assert "Tessera is running" in text, text
+        for i in range(1, 7):
+            assert f"data server 127.0.1.{i}:{port}" in text
+        assert f"api server  127.0.2.1:{port}" in text and f"127.0.2.2:{port}" in text
+        assert "metadata    sqlite" in text
+        assert get_json(f"127.0.2.2:{port}", "/health")["data_servers"] == 6
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest = process.communicate(timeout=60)[0]
+        delete_exchanges(RABBITMQ, [f"apiServers{suffix}", f"dataServers{suffix}"])
+    assert process.returncode == 0, rest
+    assert "stopping" in rest
+    with pytest.raises(OSError):
+        get_json(f"127.0.2.1:{port}", "/health", timeout=1)
