@@ -192,6 +192,7 @@ def get_object(name: str) -> Response:
                           meta.name, meta.version, meta.hash)
             raise
         finally:
+            stream.close()               # also when the client went away mid-body
             missing = [i for i in range(ALL_SHARDS) if i not in locations]
             if missing or stream.failed:
                 api.request_repair(meta.hash, meta.size, missing, stream.failed)
