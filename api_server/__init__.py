@@ -3,23 +3,29 @@
 ``create_app`` runs inside each gunicorn worker: it opens the metadata store, starts the
 RabbitMQ thread (heartbeats in, locates out) and registers the blueprints.  Tests pass their
 own collaborators (``metadata``, ``bus``, ``registry``, ``locator``, ``client``).
+
+Deferred work goes to the durable task queue (``lib/tasks.py``) for ``scripts.worker``:
+repairs (run in process instead when no worker consumes the queue or the broker cannot be
+reached) and "object stored" events.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 
-from api_server import errors, heartbeat, locate, objects, versions
+from api_server import errors, locate, objects, uploads, versions
 from api_server.repair import Repairer
 from lib.config import Config
 from lib.hashing import quote_hash
 from lib.locator import Locator
+from lib.membership import track_data_servers
 from lib.metadata import MetadataStore, open_store
 from lib.objectstream import DataServerClient
 from lib.rabbitmq import Bus
 from lib.registry import DataServerRegistry
+from lib.tasks import Task, TaskPublisher, TaskQueues
 from lib.webapp import create_flask_app
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,7 @@ class ApiServer:
     client: DataServerClient
     bus: Bus
     repairer: Repairer
+    tasks: TaskPublisher | None = None
 
     def request_repair(self, hash_: str, size: int, missing: list[int],
                        damaged: dict[int, str] | None = None) -> None:
@@ -41,7 +48,21 @@ class ApiServer:
         log.warning("object %s (%d bytes) needs shards %s rebuilt", hash_, size,
                     sorted(set(missing) | set(damaged or {})))
         self.locator.forget(hash_)
+        if self.tasks is not None and self.tasks.has_worker():
+            if self.tasks.publish(Task.repair(hash_, size, damaged), dedup=hash_):
+                return
+            log.warning("task queue unreachable: repairing %s in this process", hash_)
         self.repairer.request(hash_, size, damaged)
+
+    def announce_stored(self, name: str, version: int) -> None:
+        """Queue the "object stored" event of a version just written (best effort: an
+        unreachable broker is logged, never the client's problem)."""
+        meta = self.metadata.get(name, version)
+        if meta is None or meta.is_delete_marker or self.tasks is None:
+            return
+        if not self.tasks.publish(Task.stored(meta.name, meta.version, meta.hash, meta.size)):
+            log.warning("task queue unreachable: no stored event for %r version %d",
+                        name, version)
 
     def after_failed_version(self, hash_: str) -> None:
         """Compensate a PUT whose metadata write failed: drop its now-orphaned shards."""
@@ -64,16 +85,29 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
     start_bus = bus is None
     bus = bus or Bus(config.rabbitmq_server, f"api-{config.listen_address}",
                      exchanges=(config.api_exchange, config.data_exchange))
-    heartbeat.install(bus, config, registry)
+    track_data_servers(bus, config, registry)
     locator = Locator(bus, config, registry)
     client = client or DataServerClient(config.http_timeout)
     api = ApiServer(config, metadata, registry, locator, client, bus,
-                    Repairer(client, registry, locator))
+                    Repairer(client, registry, locator),
+                    TaskPublisher(bus, TaskQueues.from_config(config),
+                                  check_interval=config.heartbeat_interval))
 
     app = create_flask_app(__name__, errors.STATUS)
     app.extensions["tessera.api"] = api
-    for blueprint in (objects.bp, versions.bp, locate.bp):
+    for blueprint in (objects.bp, versions.bp, locate.bp, uploads.bp):
         app.register_blueprint(blueprint)
+
+    @app.after_request
+    def announce_stored(response: Response) -> Response:
+        if (response.status_code == 200 and request.endpoint == "objects.put_object"
+                and response.headers.get("Version", "").isdigit()):
+            try:
+                api.announce_stored(objects.object_name("/objects/"),
+                                    int(response.headers["Version"]))
+            except Exception:
+                log.exception("could not queue the stored event of %s", request.path)
+        return response
 
     @app.get("/health")
     def health():

@@ -4,7 +4,9 @@ from lib.metadata import MetadataError
 
 STATUS = {
     errors.BadRequest: 400,           # BadDigest, InvalidName, InvalidHash, HashMismatch, ...
+    errors.Forbidden: 403,            # a forged or malformed upload token
     errors.ObjectNotFound: 404,
+    errors.Conflict: 409,
     errors.RangeNotSatisfiable: 416,
     errors.NotEnoughDataServers: 503,
     errors.DataServerError: 502,

@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from flask import Blueprint, Response, current_app, request
 
+from api_server import encoding
 from lib.errors import (BadRequest, HashMismatch, InvalidName, NotEnoughDataServers,
                         ObjectNotFound, ObjectStoreError, SizeMismatch)
 from lib.hashing import HashingIter
@@ -157,7 +158,7 @@ def get_object(name: str) -> Response:
     meta = _lookup(api, object_name("/objects/"))
     byte_range = parse_range(request.headers.get("Range"), meta.size)
     headers = {"Accept-Ranges": "bytes", "Version": str(meta.version),
-               "ETag": f'"{meta.hash}"'}
+               "ETag": f'"{meta.hash}"', "Vary": "Accept-Encoding"}
     if byte_range is None:
         first, last = 0, meta.size - 1
         headers["Digest"] = f"SHA-256={meta.hash}"
@@ -197,7 +198,8 @@ def get_object(name: str) -> Response:
             if missing or stream.failed:
                 api.request_repair(meta.hash, meta.size, missing, stream.failed)
 
-    return Response(generate(), status=status, headers=headers,
+    content = encoding.encode(request.headers.get("Accept-Encoding"), head, generate(), headers)
+    return Response(content, status=status, headers=headers,
                     mimetype="application/octet-stream")
 
 

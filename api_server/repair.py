@@ -2,6 +2,8 @@
 
 The client's request never waits for a repair: it is queued here (once per object while it is
 pending) and a small pool of threads re-locates the object and rebuilds what is still missing.
+This is the fallback for when the durable task queue cannot be reached (``lib/tasks.py``); the
+repair itself is :func:`lib.rs.repair.repair_object`, shared with the task worker.
 """
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from lib.errors import ObjectStoreError
-from lib.hashing import quote_hash
+from lib.errors import NotEnoughDataServers
 from lib.locator import Locator
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
-from lib.rs.params import ALL_SHARDS, DATA_SHARDS
-from lib.rs.repair import rebuild
+from lib.rs.repair import repair_object
+
+__all__ = ["Repairer", "repair_object"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class Repairer:
     def _repair(self, hash_: str, size: int, damaged: dict[int, str]) -> None:
         try:
             repair_object(self._client, self._registry, self._locator, hash_, size, damaged)
+        except NotEnoughDataServers as exc:
+            log.error("repair of %s failed: %s", hash_, exc)
         except Exception:
             log.exception("repair of %s failed", hash_)
         finally:
@@ -58,28 +62,3 @@ class Repairer:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-
-def repair_object(client: DataServerClient, registry: DataServerRegistry, locator: Locator,
-                  hash_: str, size: int, damaged: dict[int, str]) -> dict[int, str]:
-    """Locate ``hash_``, retire the copies that failed a read, rebuild what is missing.
-
-    A damaged copy is moved to its server's garbage first (it may be truncated at a record
-    boundary, which its own server cannot see), so a rebuild never lands beside it.
-    """
-    locations = locator.locate(hash_)
-    for i, address in damaged.items():
-        if locations.get(i) != address:
-            continue
-        del locations[i]
-        try:
-            client.delete_shards(address, f"{quote_hash(hash_)}.{i}")
-        except ObjectStoreError as exc:
-            log.warning("could not retire damaged shard %d of %s on %s: %s",
-                        i, hash_, address, exc)
-    if len(locations) >= ALL_SHARDS:
-        return {}
-    if len(locations) < DATA_SHARDS:
-        log.error("object %s cannot be repaired: only shards %s are left",
-                  hash_, sorted(locations))
-        return {}
-    return rebuild(client, registry, locations, hash_, size)

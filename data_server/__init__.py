@@ -11,7 +11,7 @@ import logging
 
 from flask import Flask, jsonify
 
-from data_server import errors, heartbeat, locate, objects, temp
+from data_server import errors, heartbeat, locate, objects, tails, temp
 from data_server.index import ObjectIndex
 from data_server.storage import Storage
 from lib.config import Config
@@ -47,6 +47,7 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     app.extensions["tessera.node"] = node
     app.register_blueprint(objects.bp)
     app.register_blueprint(temp.bp)
+    app.register_blueprint(tails.bp)
 
     @app.get("/health")
     def health():
@@ -58,6 +59,7 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
         locate.install(bus, config, index)
         sweep = min(TEMP_SWEEP_INTERVAL, config.temp_ttl)
         bus.every(sweep, lambda: storage.expire_temps(config.temp_ttl))
+        bus.every(sweep, lambda: tails.expire(storage, config.temp_ttl))
         bus.start()
         app.extensions["tessera.stop"] = bus.stop
     return app

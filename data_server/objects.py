@@ -3,17 +3,27 @@
 GET streams the file once, verifying each record's CRC before sending it; a corrupt record
 quarantines the file, drops it from the index and cuts the response short, so the api server
 sees the damage and rebuilds from other shards (BOOK W12, W13).
+
+For the orphan collector (``scripts/delete_orphan_objects.py``): ``GET /objects/`` lists the
+shards held with their age, ``POST /garbage/<quoted hash>?older_than=S`` moves only the shards
+of that object whose content is older than S seconds (a shard just committed by an upload
+that has not written its metadata yet is left alone, BOOK W6), and
+``DELETE /garbage/?older_than=S`` purges what has lain in garbage/ longer than S seconds.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from data_server.storage import ShardName
-from lib.errors import CorruptShard, ObjectNotFound
+from lib.errors import BadRequest, CorruptShard, ObjectNotFound
 from lib.hashing import unquote_hash, validate_hash
 from lib.headers import content_range, parse_range
+from lib.rs.params import ALL_SHARDS
 
 log = logging.getLogger(__name__)
 bp = Blueprint("objects", __name__)
@@ -72,3 +82,88 @@ def delete_object(name: str) -> Response:
             pass
     log.info("moved %d shard(s) of %s to garbage", moved, hash_)
     return Response(f"{moved}\n", mimetype="text/plain")
+
+
+# -- orphan collection ------------------------------------------------------------------------
+
+def _older_than() -> float:
+    raw = request.args.get("older_than", "")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BadRequest(f"older_than must be a number of seconds, got {raw!r}") from None
+    if not seconds >= 0:
+        raise BadRequest(f"older_than must be >= 0, got {raw!r}")
+    return seconds
+
+
+@bp.get("/objects/")
+def list_objects() -> Response:
+    """Every shard held, one JSON line each: ``{"hash", "index", "age"}``, ``age`` being the
+    seconds since its content was written (the file's mtime)."""
+    node = _node()
+
+    def lines():
+        now = time.time()
+        for hash_ in node.index.hashes():
+            for index in range(ALL_SHARDS):
+                shard = node.index.get(hash_, index)
+                if shard is None:
+                    continue
+                try:
+                    age = now - shard.path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                yield json.dumps({"hash": hash_, "index": index, "age": age}) + "\n"
+
+    return Response(lines(), mimetype="application/x-ndjson")
+
+
+@bp.post("/garbage/<anypath:name>")
+def collect_object(name: str) -> Response:
+    """Move the shards of ``<quoted hash>`` older than ``older_than`` seconds to garbage/."""
+    node = _node()
+    hash_ = validate_hash(unquote_hash(name))
+    older_than = _older_than()
+    moved = kept = 0
+    for index in range(ALL_SHARDS):
+        shard = node.index.get(hash_, index)
+        if shard is None:
+            continue
+        try:
+            age = time.time() - shard.path.stat().st_mtime
+        except FileNotFoundError:
+            node.index.remove(hash_, index, shard.path)
+            continue
+        if age < older_than:
+            kept += 1
+            continue
+        node.index.remove(hash_, index, shard.path)
+        try:
+            node.storage.move_to_garbage(shard.path)
+            moved += 1
+        except FileNotFoundError:
+            pass
+    log.info("collected %d shard(s) of %s into garbage (%d younger than %.0fs kept)",
+             moved, hash_, kept, older_than)
+    return jsonify(moved=moved, kept=kept)
+
+
+@bp.delete("/garbage/")
+def purge_garbage() -> Response:
+    """Delete files that have lain in garbage/ for more than ``older_than`` seconds (since
+    they were moved there: a rename sets the ctime, while the mtime is the content's)."""
+    node = _node()
+    older_than = _older_than()
+    purged = 0
+    now = time.time()
+    with os.scandir(node.storage.garbage) as entries:
+        for entry in entries:
+            try:
+                if entry.is_file() and now - entry.stat().st_ctime > older_than:
+                    os.unlink(entry.path)
+                    purged += 1
+            except FileNotFoundError:
+                pass
+    log.info("purged %d file(s) older than %.0fs from garbage", purged, older_than)
+    return jsonify(purged=purged)

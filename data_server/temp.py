@@ -11,6 +11,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, request
 
+from data_server import append
 from data_server.storage import ShardName
 from lib.errors import BadRequest
 from lib.headers import parse_size
@@ -50,8 +51,7 @@ def post_temp(name: str) -> Response:
 
 @bp.patch("/temp/<uuid>")
 def patch_temp(uuid: str) -> Response:
-    size = _node().storage.append_temp(uuid, iter_chunks(request.stream))
-    return Response(headers={"Temp-Size": str(size)})
+    return append.patch_temp(_node().storage, uuid)     # Temp-Offset: see data_server/append
 
 
 @bp.put("/temp/<uuid>")

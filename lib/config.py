@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -78,9 +77,25 @@ class Config:
     server_ttl: float = 10.0
     #: Seconds after which an abandoned temp object on a data server is removed.
     temp_ttl: float = 24 * 3600.0
-    #: Cluster secret signing resumable-upload tokens.
+    #: Cluster secret signing resumable-upload tokens; every api server must share it.
+    #: Empty (CLUSTER_SECRET unset): ``lib/secret.py`` reads ``cluster.secret`` beside
+    #: METADATA_DB, creating it once (0600), so api servers sharing the metadata share it.
     cluster_secret: str = ""
     log_level: str = "info"
+    #: Durable RabbitMQ queue of deferred work (repairs, shard collection, stored events);
+    #: ``<queue>.retry.<n>`` hold failed tasks for their backoff, ``<queue>.dead`` the rest.
+    task_queue: str = "tessera.tasks"
+    #: Times a task is tried before it goes to the dead-letter queue.
+    task_max_attempts: int = 5
+    #: Seconds before the first retry of a failed task; each further retry waits twice as long.
+    task_retry_delay: float = 5.0
+    #: URL the worker POSTs every "object stored" event to (JSON), when set.
+    stored_hook_url: str | None = None
+    #: Seconds a committed shard is left alone by orphan collection: its upload may still be
+    #: about to write its metadata (BOOK W6).
+    orphan_grace: float = 3600.0
+    #: Seconds a file stays in garbage/ before the orphan collector purges it.
+    garbage_ttl: float = 7 * 24 * 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -104,8 +119,15 @@ class Config:
             heartbeat_interval=_float(environ, "HEARTBEAT_INTERVAL", cls.heartbeat_interval),
             server_ttl=_float(environ, "SERVER_TTL", cls.server_ttl),
             temp_ttl=_float(environ, "TEMP_TTL", cls.temp_ttl),
-            cluster_secret=environ.get("CLUSTER_SECRET") or secrets.token_hex(16),
+            cluster_secret=environ.get("CLUSTER_SECRET") or "",
             log_level=environ.get("LOG_LEVEL") or cls.log_level,
+            task_queue=environ.get("TASK_QUEUE") or cls.task_queue,
+            task_max_attempts=_int(environ, "TASK_MAX_ATTEMPTS", cls.task_max_attempts,
+                                   minimum=1),
+            task_retry_delay=_float(environ, "TASK_RETRY_DELAY", cls.task_retry_delay),
+            stored_hook_url=environ.get("STORED_HOOK_URL") or None,
+            orphan_grace=_float(environ, "ORPHAN_GRACE", cls.orphan_grace),
+            garbage_ttl=_float(environ, "GARBAGE_TTL", cls.garbage_ttl),
         )
 
     def require_storage_root(self) -> Path:

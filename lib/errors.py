@@ -59,3 +59,11 @@ class DataServerError(ObjectStoreError):
 
 class CorruptShard(ObjectStoreError):
     """A shard's bytes do not match their checksum."""
+
+
+class Forbidden(ObjectStoreError):
+    """The request carries credentials the cluster did not issue (a forged upload token)."""
+
+
+class Conflict(ObjectStoreError):
+    """Another request is changing the same thing right now (e.g. one resumable upload)."""

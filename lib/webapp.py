@@ -29,6 +29,7 @@ def register_error_table(app: Flask, table: dict[type, int]) -> None:
         headers = {}
         if isinstance(exc, errors.RangeNotSatisfiable):
             headers["Content-Range"] = f"bytes */{exc.size}"
+            headers["Accept-Ranges"] = "bytes"
         return Response(f"{exc}\n", status=status, mimetype="text/plain", headers=headers)
 
     for cls in {errors.ObjectStoreError, *table}:

@@ -1,9 +1,10 @@
 """Start and stop a local Tessera cluster: N data servers on 127.0.1.x, M api servers on
-127.0.2.x, all on one port, SQLite metadata, the local RabbitMQ.
+127.0.2.x, all on one port, K task workers, SQLite metadata, the local RabbitMQ.
 
 The only way a cluster starts, for developers (``python -m scripts.cluster``), the probe tests
 and the benchmark.  Every process is a real ``python -m data_server`` / ``python -m api_server``
-with its own log file; we stop only the processes we started, by PID.
+/ ``python -m scripts.worker`` with its own log file; we stop only the processes we started,
+by PID.  A worker listens on nothing: its address (127.0.3.x) only labels its log lines.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import urllib.request
 from pathlib import Path
 
 from lib.config import Config
-from lib.rabbitmq import check_broker, delete_exchanges
+from lib.rabbitmq import QueueClient, check_broker, delete_exchanges, delete_queues
+from lib.tasks import TaskQueues
 
 REPO = Path(__file__).resolve().parent.parent
 #: Seconds a node may take to answer /health after it is started.
@@ -36,6 +38,14 @@ def data_address(i: int, port: int) -> str:
 
 def api_address(i: int, port: int) -> str:
     return f"127.0.2.{i}:{port}"
+
+
+def worker_address(i: int, port: int) -> str:
+    return f"127.0.3.{i}:{port}"
+
+
+#: What each node role runs.
+MODULES = {"data": "data_server", "api": "api_server", "worker": "scripts.worker"}
 
 
 def _can_bind(host: str, port: int) -> bool:
@@ -73,6 +83,8 @@ class Node:
     log_path: Path
     storage_root: Path | None = None
     process: subprocess.Popen | None = None
+    #: Environment of this node only, over the cluster's.
+    env: dict = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -90,16 +102,17 @@ class Node:
 
 
 class Cluster:
-    """A set of data and api server processes sharing one root directory."""
+    """A set of data server, api server and worker processes sharing one root directory."""
 
     def __init__(self, root: Path, *, port: int = 12345, data_servers: int = 6,
-                 api_servers: int = 2, exchange_suffix: str = "",
+                 api_servers: int = 2, workers: int = 1, exchange_suffix: str = "",
                  rabbitmq_server: str = Config.rabbitmq_server, env: dict | None = None):
         self.root = Path(root)
         self.port = port
         self.rabbitmq_server = rabbitmq_server
         self.api_exchange = f"apiServers{exchange_suffix}"
         self.data_exchange = f"dataServers{exchange_suffix}"
+        self.task_queue = f"{Config.task_queue}{exchange_suffix}"
         self.metadata_db = self.root / "metadata.db"
         self._extra_env = dict(env or {})
         logs = self.root / "logs"
@@ -109,6 +122,22 @@ class Cluster:
                      for i in range(1, data_servers + 1)]
         self.api = [Node("api", i, api_address(i, port), logs / f"api{i}.log")
                     for i in range(1, api_servers + 1)]
+        self.workers: list[Node] = []
+        for _ in range(workers):
+            self.add_worker()
+
+    def add_worker(self, env: dict | None = None) -> Node:
+        """One more worker (not started); ``env`` overrides the cluster's, e.g. its own
+        TASK_QUEUE or STORED_HOOK_URL."""
+        i = len(self.workers) + 1
+        node = Node("worker", i, worker_address(i, self.port),
+                    self.root / "logs" / f"worker{i}.log", env=dict(env or {}))
+        self.workers.append(node)
+        return node
+
+    @property
+    def nodes(self) -> list[Node]:
+        return self.data + self.api + self.workers
 
     # -- processes ---------------------------------------------------------------------------
     def env_for(self, node: Node) -> dict:
@@ -122,19 +151,20 @@ class Cluster:
             "API_EXCHANGE": self.api_exchange,
             "DATA_EXCHANGE": self.data_exchange,
             "METADATA_DB": str(self.metadata_db),
+            "TASK_QUEUE": self.task_queue,
         })
         env.setdefault("CLUSTER_SECRET", "tessera-local-" + str(self.root))
         if node.storage_root is not None:
             env["STORAGE_ROOT"] = str(node.storage_root)
         env.update(self._extra_env)
+        env.update(node.env)
         return env
 
     def start_node(self, node: Node) -> None:
         if node.running:
             return
-        module = "data_server" if node.role == "data" else "api_server"
         log = open(node.log_path, "ab")
-        node.process = subprocess.Popen([sys.executable, "-m", module], cwd=REPO,
+        node.process = subprocess.Popen([sys.executable, "-m", MODULES[node.role]], cwd=REPO,
                                         env=self.env_for(node), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -171,7 +201,7 @@ class Cluster:
 
     def start(self, timeout: float = START_TIMEOUT) -> "Cluster":
         check_broker(self.rabbitmq_server)
-        for node in self.data + self.api:
+        for node in self.nodes:
             self.start_node(node)
         self.wait_ready(timeout)
         return self
@@ -199,9 +229,28 @@ class Cluster:
                 raise TimeoutError(f"{node.name} ({node.address}) not ready after {timeout}s:"
                                    f"\n{node.log_tail()}")
             time.sleep(0.1)
+        self._wait_workers(deadline, timeout)
+
+    def _wait_workers(self, deadline: float, timeout: float) -> None:
+        """Wait until the running workers of the cluster's task queue consume it."""
+        workers = [n for n in self.workers if n.running and "TASK_QUEUE" not in n.env]
+        if not workers:
+            return
+        with QueueClient(self.rabbitmq_server, "cluster") as client:
+            while True:
+                for node in workers:
+                    if not node.running:
+                        raise RuntimeError(f"{node.name} exited:\n{node.log_tail()}")
+                counts = client.counts(self.task_queue)
+                if counts is not None and counts[1] >= len(workers):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{workers[0].name} not consuming {self.task_queue} "
+                                       f"after {timeout}s:\n{workers[0].log_tail()}")
+                time.sleep(0.1)
 
     def stop(self) -> None:
-        nodes = [n for n in self.api + self.data if n.process is not None]
+        nodes = [n for n in self.api + self.workers + self.data if n.process is not None]
         for node in nodes:
             if node.running:
                 node.process.send_signal(signal.SIGTERM)
@@ -209,8 +258,12 @@ class Cluster:
             self.stop_node(node)
 
     def cleanup_broker(self) -> None:
-        """Delete this cluster's exchanges (only for per-run names)."""
+        """Delete this cluster's exchanges and task queues (only for per-run names)."""
         delete_exchanges(self.rabbitmq_server, [self.api_exchange, self.data_exchange])
+        queues = {self.task_queue} | {n.env["TASK_QUEUE"] for n in self.workers
+                                      if "TASK_QUEUE" in n.env}
+        delete_queues(self.rabbitmq_server,
+                      [name for queue in sorted(queues) for name in TaskQueues(queue).all_names()])
 
     def __enter__(self) -> "Cluster":
         return self.start()
@@ -243,12 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=12345)
     parser.add_argument("--data-servers", type=int, default=6)
     parser.add_argument("--api-servers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="task workers (python -m scripts.worker) (default: %(default)s)")
     parser.add_argument("--exchange-suffix", default="",
                         help="appended to the exchange names apiServers/dataServers, to run "
                              "beside another cluster on the same broker")
     args = parser.parse_args(argv)
     cluster = Cluster(Path(args.root), port=args.port, data_servers=args.data_servers,
-                      api_servers=args.api_servers, exchange_suffix=args.exchange_suffix)
+                      api_servers=args.api_servers, workers=args.workers,
+                      exchange_suffix=args.exchange_suffix)
     try:
         cluster.start()
     except (Exception, KeyboardInterrupt) as exc:
@@ -261,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
               f"log {node.log_path}")
     for node in cluster.api:
         print(f"  api server  {node.address}  log {node.log_path}")
+    for node in cluster.workers:
+        print(f"  worker      {node.name}  task queue {cluster.task_queue}  log {node.log_path}")
     print(f"  metadata    sqlite {cluster.metadata_db}")
     print(f"  rabbitmq    {cluster.rabbitmq_server}")
     print(f"Try: curl http://{cluster.api[0].address}/health    Ctrl-C stops everything.",
@@ -270,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while not stop["now"]:
             time.sleep(0.5)
-            for node in cluster.data + cluster.api:
+            for node in cluster.nodes:
                 if not node.running and node.process is not None:
                     print(f"{node.name} exited; see {node.log_path}", file=sys.stderr)
                     node.process = None

@@ -4,18 +4,24 @@ Reads the object block by block from any DATA_SHARDS shards (RSGetStream), recon
 wanted shards' records, streams them to new temp objects (RSPutStream) and commits them.  New
 homes are data servers holding no shard of the object when there are enough; otherwise any
 other live server, because a shard doubled up on one server still protects better than none.
+
+:func:`repair_object` is the whole repair of one object (locate, retire damaged copies,
+rebuild); the api server's background repairer, the task worker and the object scanner all
+run it.
 """
 from __future__ import annotations
 
 import logging
 
-from lib.errors import NotEnoughDataServers
+from lib.errors import NotEnoughDataServers, ObjectStoreError
+from lib.hashing import quote_hash
+from lib.locator import Locator
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
 from lib.rs import layout
 from lib.rs.codec import get_codec
 from lib.rs.get import RSGetStream
-from lib.rs.params import ALL_SHARDS
+from lib.rs.params import ALL_SHARDS, DATA_SHARDS
 from lib.rs.put import RSPutStream
 
 log = logging.getLogger(__name__)
@@ -56,3 +62,36 @@ def rebuild(client: DataServerClient, registry: DataServerRegistry,
         committed = put.commit()
     log.info("rebuilt shards %s of %s on %s", sorted(committed), hash_, committed)
     return committed
+
+
+def repair_object(client: DataServerClient, registry: DataServerRegistry, locator: Locator,
+                  hash_: str, size: int, damaged: dict[int, str]) -> dict[int, str]:
+    """Locate ``hash_``, retire the copies that failed a read, rebuild what is missing.
+
+    A damaged copy is moved to its server's garbage first (it may be truncated at a record
+    boundary, which its own server cannot see), so a rebuild never lands beside it.
+
+    :returns: shard index -> address of every shard rebuilt (empty: nothing was missing).
+    :raises NotEnoughDataServers: fewer than DATA_SHARDS good shards are left (the object
+        cannot be repaired now), or no live data server can take a rebuilt shard.
+    """
+    locator.forget(hash_)
+    locations = locator.locate(hash_)
+    for i, address in damaged.items():
+        if locations.get(i) != address:
+            continue
+        del locations[i]
+        try:
+            client.delete_shards(address, f"{quote_hash(hash_)}.{i}")
+        except ObjectStoreError as exc:
+            log.warning("could not retire damaged shard %d of %s on %s: %s",
+                        i, hash_, address, exc)
+    if len(locations) >= ALL_SHARDS:
+        return {}
+    if len(locations) < DATA_SHARDS:
+        raise NotEnoughDataServers(
+            f"object {hash_} cannot be repaired: only shards {sorted(locations)} are left")
+    try:
+        return rebuild(client, registry, locations, hash_, size)
+    finally:
+        locator.forget(hash_)

@@ -304,6 +304,7 @@ def test_stopped_cluster_leaves_no_queues_behind(make_cluster):
         return sum(1 for line in listed.stdout.decode().splitlines()
                    if line.split("\t")[0] in ours)
 
-    assert bound_queues() == len(cluster.data) + len(cluster.api) * 2   # 2 api workers each
+    # 2 gunicorn workers per api server; a task worker listens to heartbeats too
+    assert bound_queues() == len(cluster.data) + len(cluster.api) * 2 + len(cluster.workers)
     cluster.stop()
     assert bound_queues() == 0

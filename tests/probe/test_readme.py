@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.rabbitmq import delete_exchanges
+from lib.rabbitmq import delete_exchanges, delete_queues
+from lib.tasks import TaskQueues
 from scripts.cluster import REPO, get_json
 from tests.probe.conftest import RABBITMQ, free_port, wait_for
 
@@ -44,6 +45,7 @@ def book_nodes(tmp_path):
     suffix = f".readme-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "RABBITMQ_SERVER": RABBITMQ, "API_EXCHANGE": f"apiServers{suffix}",
            "DATA_EXCHANGE": f"dataServers{suffix}", "METADATA_DB": str(tmp_path / "md.db"),
+           "TASK_QUEUE": f"tessera.tasks{suffix}",
            "PYTHONPATH": str(REPO), "HEARTBEAT_INTERVAL": "1", "PATH":
            f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     script = readme_block("nodes").replace("12345", str(port)).replace(
@@ -65,6 +67,7 @@ def book_nodes(tmp_path):
                 pass
         shell.wait(40)
         delete_exchanges(RABBITMQ, [env["API_EXCHANGE"], env["DATA_EXCHANGE"]])
+        delete_queues(RABBITMQ, TaskQueues(env["TASK_QUEUE"]).all_names())
 
 
 def _data_servers(address: str) -> int:
@@ -112,11 +115,13 @@ def test_run_command_prints_where_everything_is_and_stops_on_ctrl_c(tmp_path):
             assert f"data server 127.0.1.{i}:{port}" in text
         assert f"api server  127.0.2.1:{port}" in text and f"127.0.2.2:{port}" in text
         assert "metadata    sqlite" in text
+        assert f"worker      worker1  task queue tessera.tasks{suffix}" in text
         assert get_json(f"127.0.2.2:{port}", "/health")["data_servers"] == 6
     finally:
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=60)[0]
         delete_exchanges(RABBITMQ, [f"apiServers{suffix}", f"dataServers{suffix}"])
+        delete_queues(RABBITMQ, TaskQueues(f"tessera.tasks{suffix}").all_names())
     assert process.returncode == 0, rest
     assert "stopping" in rest
     with pytest.raises(OSError):

@@ -1,0 +1,202 @@
+"""``python -m scripts.object_scanner``: check every stored object's shards, repair the damage.
+
+The book runs its scanner on every data-server host, over the local shard files, so an
+object is scanned once per host holding one of its shards, up to six times (BOOK W23).  This
+one runs once for the whole cluster and pages over the distinct hashes the metadata store
+references, so every object is scanned exactly once.  For each it locates the shards, reads
+every one in full verifying every record (``lib/rs/verify.py``), checks the decoded content
+against its SHA-256, and has missing or corrupt shards rebuilt with the repair code the api
+server and the worker use (``lib/rs/repair.py``).  ``--rate`` bounds the objects started per
+second so a scan can run beside live traffic; progress goes to stderr, one line per repaired or
+unrecoverable object and a summary to stdout.  Exit status 1 when an object is unrecoverable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+from lib.config import Config
+from lib.errors import ObjectStoreError
+from lib.membership import ClusterView
+from lib.metadata import MetadataStore
+from lib.rs.params import ALL_SHARDS, DATA_SHARDS
+from lib.rs.repair import repair_object
+from lib.rs.verify import check_object
+from scripts import _tool
+
+log = logging.getLogger(__name__)
+
+#: Hashes fetched per metadata query.
+PAGE = 1000
+#: Seconds between progress lines when stderr is not a terminal.
+PROGRESS_EVERY = 5.0
+
+
+class Pacer:
+    """Let at most ``rate`` objects start per second (None or 0: no limit)."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._interval = 1.0 / rate if rate else 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self._next: float | None = None
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        now = self._clock()
+        if self._next is not None and self._next > now:
+            self._sleep(self._next - now)
+            now = self._next
+        self._next = now + self._interval
+
+
+@dataclasses.dataclass
+class Stats:
+    checked: int = 0
+    healthy: int = 0
+    repaired: int = 0
+    damaged: int = 0          # found damaged, not repaired (--check-only)
+    unrecoverable: int = 0
+    bytes: int = 0
+
+    def line(self, elapsed: float) -> str:
+        rate = self.checked / elapsed if elapsed > 0 else 0.0
+        return (f"{self.checked} objects checked ({self.bytes / 1e6:.1f} MB, {rate:.1f}/s): "
+                f"{self.repaired} repaired, {self.damaged} damaged, "
+                f"{self.unrecoverable} unrecoverable")
+
+
+class Progress:
+    """One progress line on stderr: rewritten in place on a terminal, else every few seconds."""
+
+    def __init__(self, stream=sys.stderr, clock: Callable[[], float] = time.monotonic):
+        self._stream = stream
+        self._clock = clock
+        self._tty = stream.isatty()
+        self._started = clock()
+        self._shown = self._started
+
+    @property
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def update(self, stats: Stats, force: bool = False) -> None:
+        now = self._clock()
+        if not force and now - self._shown < (0.2 if self._tty else PROGRESS_EVERY):
+            return
+        self._shown = now
+        text = f"scanning: {stats.line(self.elapsed)}"
+        self._stream.write(f"\r{text}\x1b[K" if self._tty else text + "\n")
+        self._stream.flush()
+
+    def finish(self, stats: Stats) -> None:
+        self.update(stats, force=True)
+        if self._tty:
+            self._stream.write("\n")
+
+
+class Scanner:
+    def __init__(self, metadata: MetadataStore, cluster: ClusterView, repair: bool):
+        self._metadata = metadata
+        self._cluster = cluster
+        self._repair = repair
+        self.stats = Stats()
+
+    def scan(self, pacer: Pacer, progress: Progress) -> None:
+        after = None
+        while True:
+            page = self._metadata.hashes(after=after, limit=PAGE)
+            for hash_ in page:
+                size = self._metadata.hash_size(hash_)
+                if size is None:
+                    continue                     # its last version went meanwhile
+                pacer.wait()
+                self.scan_object(hash_, size)
+                progress.update(self.stats)
+            if len(page) < PAGE:
+                return
+            after = page[-1]
+
+    def scan_object(self, hash_: str, size: int) -> None:
+        cluster = self._cluster
+        cluster.locator.forget(hash_)
+        check = check_object(cluster.client, cluster.locator.locate(hash_), hash_, size)
+        self.stats.checked += 1
+        self.stats.bytes += size
+        if check.healthy:
+            self.stats.healthy += 1
+            return
+        what = (f"shards {check.missing} missing or damaged" if check.content_ok is not False
+                else "content does not match its hash")
+        if not check.recoverable:
+            self._unrecoverable(hash_, what)
+            return
+        if not self._repair:
+            self.stats.damaged += 1
+            print(f"damaged {hash_}: {what}", flush=True)
+            return
+        try:
+            rebuilt = repair_object(cluster.client, cluster.registry, cluster.locator, hash_,
+                                    size, check.damaged)
+        except ObjectStoreError as exc:
+            self._unrecoverable(hash_, f"{what}; repair failed: {exc}")
+            return
+        self.stats.repaired += 1
+        print(f"repaired {hash_}: {what}; rebuilt shards {sorted(rebuilt)}", flush=True)
+
+    def _unrecoverable(self, hash_: str, what: str) -> None:
+        self.stats.unrecoverable += 1
+        log.error("object %s is unrecoverable: %s", hash_, what)
+        print(f"UNRECOVERABLE {hash_}: {what}", flush=True)
+
+
+def _parser():
+    parser = _tool.parser("scripts.object_scanner",
+                          "Read every shard of every stored object, verify it, and rebuild "
+                          "what is missing or corrupt.")
+    parser.add_argument("--rate", type=float, default=50.0, metavar="OBJECTS_PER_SECOND",
+                        help="objects started per second at most; 0: no limit "
+                             "(default: %(default)s)")
+    parser.add_argument("--check-only", action="store_true",
+                        help="report damage, repair nothing")
+    return parser
+
+
+def _run(config: Config, args) -> int:
+    if args.rate < 0:
+        print("--rate must be >= 0", file=sys.stderr)
+        return _tool.EXIT_USAGE
+    metadata = _tool.open_metadata(config)
+    try:
+        with ClusterView(config, "object_scanner") as cluster:
+            servers = cluster.wait_for_data_servers(ALL_SHARDS)
+            if len(servers) < DATA_SHARDS:
+                print(f"only {len(servers)} live data server(s): at least {DATA_SHARDS} are "
+                      f"needed to read anything", file=sys.stderr)
+                return _tool.EXIT_FAILED
+            if len(servers) < ALL_SHARDS:
+                print(f"warning: only {len(servers)} live data servers; shards on the others "
+                      f"will look missing and be rebuilt elsewhere", file=sys.stderr)
+            scanner = Scanner(metadata, cluster, repair=not args.check_only)
+            progress = Progress()
+            scanner.scan(Pacer(args.rate), progress)
+            progress.finish(scanner.stats)
+    finally:
+        metadata.close()
+    print(f"scan complete: {scanner.stats.line(progress.elapsed)}, "
+          f"{scanner.stats.healthy} healthy")
+    return _tool.EXIT_FAILED if scanner.stats.unrecoverable else _tool.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return _tool.run(lambda config: _run(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
