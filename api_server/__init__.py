@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, jsonify
 
 from api_server import errors, locate, objects, uploads, versions
 from api_server.repair import Repairer
@@ -21,7 +21,7 @@ from lib.config import Config
 from lib.hashing import quote_hash
 from lib.locator import Locator
 from lib.membership import track_data_servers
-from lib.metadata import MetadataStore, open_store
+from lib.metadata import Metadata, MetadataStore, open_store
 from lib.objectstream import DataServerClient
 from lib.rabbitmq import Bus
 from lib.registry import DataServerRegistry
@@ -54,15 +54,16 @@ class ApiServer:
             log.warning("task queue unreachable: repairing %s in this process", hash_)
         self.repairer.request(hash_, size, damaged)
 
-    def announce_stored(self, name: str, version: int) -> None:
-        """Queue the "object stored" event of a version just written (best effort: an
-        unreachable broker is logged, never the client's problem)."""
-        meta = self.metadata.get(name, version)
-        if meta is None or meta.is_delete_marker or self.tasks is None:
-            return
-        if not self.tasks.publish(Task.stored(meta.name, meta.version, meta.hash, meta.size)):
+    def add_version(self, name: str, size: int, hash_: str) -> Metadata:
+        """Write a new version of stored content and queue its "object stored" event (best
+        effort: an unreachable broker is logged, never the client's problem)."""
+        meta = self.metadata.add_version(name, size, hash_)
+        if self.tasks is not None and not self.tasks.publish(
+                Task.stored(meta.name, meta.version, meta.hash, meta.size)):
             log.warning("task queue unreachable: no stored event for %r version %d",
-                        name, version)
+                        name, meta.version)
+        log.info("stored %r version %d (%d bytes, %s)", name, meta.version, size, hash_)
+        return meta
 
     def after_failed_version(self, hash_: str) -> None:
         """Compensate a PUT whose metadata write failed: drop its now-orphaned shards."""
@@ -97,17 +98,6 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
     app.extensions["tessera.api"] = api
     for blueprint in (objects.bp, versions.bp, locate.bp, uploads.bp):
         app.register_blueprint(blueprint)
-
-    @app.after_request
-    def announce_stored(response: Response) -> Response:
-        if (response.status_code == 200 and request.endpoint == "objects.put_object"
-                and response.headers.get("Version", "").isdigit()):
-            try:
-                api.announce_stored(objects.object_name("/objects/"),
-                                    int(response.headers["Version"]))
-            except Exception:
-                log.exception("could not queue the stored event of %s", request.path)
-        return response
 
     @app.get("/health")
     def health():

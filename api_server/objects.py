@@ -131,14 +131,13 @@ def put_object(name: str) -> Response:
     else:
         missing = _store(api, hash_, size, chunks)
     try:
-        meta = api.metadata.add_version(name, chunks.size, hash_)
+        meta = api.add_version(name, chunks.size, hash_)
     except Exception:
         log.exception("metadata write for %r failed after its shards were committed", name)
         api.after_failed_version(hash_)
         raise
     if missing:
         api.request_repair(hash_, chunks.size, missing)
-    log.info("stored %r version %d (%d bytes, %s)", name, meta.version, meta.size, hash_)
     return Response(status=200, headers={"Version": str(meta.version)})
 
 

@@ -60,14 +60,7 @@ def _upload(api, text: str) -> Upload:
 
 
 def _new_version(api, name: str, size: int, hash_: str) -> Response:
-    meta = api.metadata.add_version(name, size, hash_)
-    announce = getattr(api, "announce_stored", None)
-    if announce is not None:
-        try:
-            announce(meta.name, meta.version)
-        except Exception:
-            log.exception("could not queue the stored event of %r", name)
-    log.info("stored %r version %d (%d bytes, %s)", name, meta.version, size, hash_)
+    meta = api.add_version(name, size, hash_)
     return Response(status=200, headers={"Version": str(meta.version),
                                          "Upload-Offset": str(size)})
 
