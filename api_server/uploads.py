@@ -34,7 +34,6 @@ from lib.rs.params import ALL_SHARDS, DATA_SHARDS
 from lib.rs.resumable import Progress, Upload, UploadGone, create_upload
 from lib.secret import cluster_secret
 from lib.streams import iter_chunks
-from lib.tempclient import TempClient
 from lib.upload_token import UploadToken, sign, verify
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ def _upload(api, text: str) -> Upload:
     """The upload a token names; raises before any network traffic when it is not ours or
     has expired."""
     token = verify(text, cluster_secret(api.config))
-    return Upload(TempClient(api.client), token, _quorum(api))
+    return Upload(api.client, token, _quorum(api))
 
 
 def _new_version(api, name: str, size: int, hash_: str) -> Response:
@@ -81,7 +80,7 @@ def create(name: str) -> Response:
             raise SizeMismatch(f"content {hash_} has {stored} bytes, Size said {size}")
         return _new_version(api, name, size, hash_)          # dedup: nothing to upload
     expires = int(time.time() + api.config.temp_ttl)
-    token = create_upload(TempClient(api.client), api.registry, name, size, hash_,
+    token = create_upload(api.client, api.registry, name, size, hash_,
                           _quorum(api), expires)
     log.info("upload of %r (%d bytes, %s) started on %s", name, size, hash_, token.servers)
     return Response(status=201, headers={

@@ -14,10 +14,25 @@ from collections.abc import Iterable
 import urllib3
 import urllib3.exceptions
 
-from lib.errors import DataServerError, ObjectNotFound
+from lib.errors import Conflict, DataServerError, ObjectNotFound
 from lib.streams import read_exact
 
 log = logging.getLogger(__name__)
+
+
+class AppendConflict(Conflict):
+    """The temp object did not hold the expected number of bytes: nothing was appended."""
+
+    def __init__(self, address: str, size: int):
+        super().__init__(f"{address}: temp object holds {size} bytes")
+        self.size = size
+
+
+def _int(response: urllib3.BaseHTTPResponse, header: str, address: str) -> int:
+    try:
+        return int(response.headers[header])
+    except (KeyError, ValueError):
+        raise DataServerError(f"no valid {header} header", address) from None
 
 #: Keep-alive connections kept per data server, and data servers kept.
 _POOL_SIZE = 64
@@ -107,6 +122,51 @@ class DataServerClient:
         response = self._request("HEAD", address, f"/temp/{uuid}")
         self._check(response, address, f"HEAD /temp/{uuid}")
         return int(response.headers.get("Content-Length", "0"))
+
+    def append_temp(self, address: str, uuid: str, offset: int,
+                    records: Iterable[bytes]) -> int:
+        """Append whole records at ``offset`` (streamed, chunked); the temp's new size.
+
+        :raises AppendConflict: the temp object does not hold exactly ``offset`` bytes.
+        """
+        response = self._request("PATCH", address, f"/temp/{uuid}", body=records,
+                                 headers={"Temp-Offset": str(offset)}, chunked=True)
+        if response.status == 409:
+            size = int(response.headers.get("Temp-Size", "-1"))
+            response.release_conn()
+            raise AppendConflict(address, size)
+        self._check(response, address, f"PATCH /temp/{uuid}")
+        return _int(response, "Temp-Size", address)
+
+    def open_temp(self, address: str, uuid: str) -> ShardResponse:
+        """Stream a whole temp object back."""
+        response = self._request("GET", address, f"/temp/{uuid}", stream=True)
+        self._check(response, address, f"GET /temp/{uuid}")
+        return ShardResponse(response, address, _int(response, "Content-Length", address))
+
+    # -- tails: the partial last block of a resumable upload (data_server/tails.py) -------------
+    def put_tail(self, address: str, uuid: str, offset: int, data: bytes) -> None:
+        response = self._request("PUT", address, f"/tail/{uuid}", body=data,
+                                 headers={"Tail-Offset": str(offset)})
+        self._check(response, address, f"PUT /tail/{uuid}")
+
+    def tail_info(self, address: str, uuid: str) -> tuple[int, int] | None:
+        """(object offset, length) of the tail kept with temp ``uuid``, None if there is none."""
+        response = self._request("HEAD", address, f"/tail/{uuid}")
+        try:
+            self._check(response, address, f"HEAD /tail/{uuid}")
+        except ObjectNotFound:
+            return None
+        return _int(response, "Tail-Offset", address), _int(response, "Content-Length", address)
+
+    def get_tail(self, address: str, uuid: str) -> tuple[int, bytes]:
+        response = self._request("GET", address, f"/tail/{uuid}")
+        self._check(response, address, f"GET /tail/{uuid}")
+        return _int(response, "Tail-Offset", address), response.data
+
+    def delete_tail(self, address: str, uuid: str) -> None:
+        response = self._request("DELETE", address, f"/tail/{uuid}")
+        self._check(response, address, f"DELETE /tail/{uuid}")
 
     def put_shard(self, address: str, quoted_name: str, data: bytes) -> str:
         """Store and commit a whole (short) shard in one request; returns its shard hash."""

@@ -40,12 +40,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from lib.errors import (Conflict, CorruptShard, DataServerError, HashMismatch,
                         NotEnoughDataServers, ObjectNotFound, ObjectStoreError, SizeMismatch)
 from lib.hashing import b64_digest, quote_hash
+from lib.objectstream import AppendConflict, DataServerClient
 from lib.registry import DataServerRegistry
 from lib.rs import layout
 from lib.rs.codec import get_codec
 from lib.rs.params import ALL_SHARDS, BLOCK_SIZE, DATA_SHARDS
 from lib.rs.put import run_parallel
-from lib.tempclient import AppendConflict, TempClient
 from lib.upload_token import UploadToken
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Progress:
     digest: str | None = None
 
 
-def create_upload(temps: TempClient, registry: DataServerRegistry, name: str, size: int,
+def create_upload(temps: DataServerClient, registry: DataServerRegistry, name: str, size: int,
                   hash_: str, quorum: int, expires: int) -> UploadToken:
     """Create one empty temp object per shard on distinct live data servers."""
     targets = registry.choose(ALL_SHARDS)
@@ -91,7 +91,7 @@ def create_upload(temps: TempClient, registry: DataServerRegistry, name: str, si
     def make(index: int, address: str | None) -> tuple[str, str] | None:
         while address is not None:
             try:
-                return address, temps.create(address, f"{quoted}.{index}", shard_size)
+                return address, temps.post_temp(address, f"{quoted}.{index}", shard_size)
             except DataServerError as exc:
                 registry.forget(address, f"creating an upload temp object failed: {exc}")
                 with lock:
@@ -116,7 +116,7 @@ def create_upload(temps: TempClient, registry: DataServerRegistry, name: str, si
 class Upload:
     """One upload, as its token describes it; every method asks the data servers."""
 
-    def __init__(self, temps: TempClient, token: UploadToken, quorum: int):
+    def __init__(self, temps: DataServerClient, token: UploadToken, quorum: int):
         self.temps = temps
         self.token = token
         self.quorum = min(quorum, ALL_SHARDS)
@@ -136,7 +136,7 @@ class Upload:
 
     def probe(self) -> Progress:
         slots = list(self._slots.items())
-        sizes = run_parallel((self.temps.size, a, u) for _, (a, u) in slots)
+        sizes = run_parallel((self.temps.head_temp, a, u) for _, (a, u) in slots)
         records: dict[int, int] = {}
         gone = 0
         for (i, (address, _)), result in zip(slots, sizes):
@@ -278,7 +278,7 @@ class Upload:
         elif progress.digest != self.token.hash:
             raise HashMismatch(f"the uploaded object hashes to SHA-256={progress.digest}, "
                                f"Digest said {self.token.hash}; nothing was kept")
-        results = run_parallel((self.temps.commit, *self._slots[i]) for i in ready)
+        results = run_parallel((self.temps.commit_temp, *self._slots[i]) for i in ready)
         committed = {}
         for i, result in zip(ready, results):
             if isinstance(result, Exception):
@@ -295,7 +295,7 @@ class Upload:
         """Read the complete shards back; the digest must match; consistent shards only."""
         codec = get_codec()
         header = codec.header_size
-        opened = run_parallel((self.temps.open, *self._slots[i]) for i in shards)
+        opened = run_parallel((self.temps.open_temp, *self._slots[i]) for i in shards)
         readers = {i: r for i, r in zip(shards, opened) if not isinstance(r, Exception)}
         sha = hashlib.sha256()
 
@@ -343,7 +343,7 @@ class Upload:
         servers expire what is left)."""
         committed = committed or {}
         calls = [(self.temps.delete_tail, a, u) for a, u in self._slots.values()]
-        calls += [(self.temps.delete, a, u) for i, (a, u) in self._slots.items()
+        calls += [(self.temps.delete_temp, a, u) for i, (a, u) in self._slots.items()
                   if i not in committed]
         for result in run_parallel(calls):
             if isinstance(result, Exception) and not isinstance(result, ObjectNotFound):
@@ -357,7 +357,7 @@ class Upload:
 class _ShardAppender:
     """One streaming conditional PATCH of records to one shard's temp object."""
 
-    def __init__(self, temps: TempClient, address: str, uuid: str, start: int):
+    def __init__(self, temps: DataServerClient, address: str, uuid: str, start: int):
         self.temps, self.address, self.uuid = temps, address, uuid
         self.start = start                # records the temp object holds already
         self.sent = 0
@@ -373,7 +373,7 @@ class _ShardAppender:
     def _put(self, item: bytes | None) -> bool:
         if self._future is None:
             offset = self.start * layout.full_record_size()
-            self._future = _pool.submit(self.temps.append, self.address, self.uuid, offset,
+            self._future = _pool.submit(self.temps.append_temp, self.address, self.uuid, offset,
                                         self._records())
         while self.error is None:
             if self._future.done():
