@@ -84,6 +84,7 @@ def _store_short(api, hash_: str, block: bytes) -> list[int]:
     """Store a body of at most one block, digest already checked; returns missing shards."""
     targets, quorum = _targets(api)
     committed = put_short_object(api.client, api.registry, targets, hash_, block, quorum)
+    api.locator.remember(hash_, committed)
     return [i for i in range(ALL_SHARDS) if i not in committed]
 
 
@@ -97,6 +98,7 @@ def _store(api, hash_: str, size: int | None, chunks: HashingIter) -> list[int]:
         put.finish(api.config.http_timeout)
         _check_body(chunks, hash_, size)
         committed = put.commit()
+    api.locator.remember(hash_, committed)
     return [i for i in range(ALL_SHARDS) if i not in committed]
 
 

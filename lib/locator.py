@@ -77,13 +77,18 @@ class Locator:
             if cached is not None:
                 return cached
         shards = self._broadcast(hash_)
-        if len(shards) >= ALL_SHARDS:
-            with self._lock:
-                self._cache[hash_] = (time.monotonic(), dict(shards))
-                self._cache.move_to_end(hash_)
-                while len(self._cache) > LOCATION_CACHE_SIZE:
-                    self._cache.popitem(last=False)
+        self.remember(hash_, shards)
         return shards
+
+    def remember(self, hash_: str, shards: dict[int, str]) -> None:
+        """Cache a complete answer (from a locate, or from the PUT that placed the shards)."""
+        if len(shards) < ALL_SHARDS:
+            return
+        with self._lock:
+            self._cache[hash_] = (time.monotonic(), dict(shards))
+            self._cache.move_to_end(hash_)
+            while len(self._cache) > LOCATION_CACHE_SIZE:
+                self._cache.popitem(last=False)
 
     def forget(self, hash_: str) -> None:
         """Drop a cached answer that turned out to be wrong."""
