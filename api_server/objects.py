@@ -171,6 +171,7 @@ def get_object(name: str) -> Response:
     if meta.size == 0:
         return Response(b"", status=status, headers=headers, mimetype="application/octet-stream")
     for attempt in range(2):
+        cached = attempt == 0 and api.locator.cached(meta.hash) is not None
         locations = api.locator.locate(meta.hash, fresh=attempt > 0)
         try:
             stream = RSGetStream(api.client, locations, meta.hash, meta.size, first, last)
@@ -198,6 +199,9 @@ def get_object(name: str) -> Response:
             missing = [i for i in range(ALL_SHARDS) if i not in locations]
             if missing or stream.failed:
                 api.request_repair(meta.hash, meta.size, missing, stream.failed)
+            elif cached:
+                api.repairer.check_unread(meta.hash, meta.size, {
+                    i: a for i, a in locations.items() if i not in stream.opened})
 
     content = encoding.encode(request.headers.get("Accept-Encoding"), head, generate(), headers)
     return Response(content, status=status, headers=headers,

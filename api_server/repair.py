@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
-from lib.errors import NotEnoughDataServers
-from lib.locator import Locator
+from lib.errors import NotEnoughDataServers, ObjectStoreError
+from lib.hashing import quote_hash
+from lib.locator import LOCATION_TTL, Locator
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
 from lib.rs.repair import repair_object
@@ -33,6 +35,7 @@ class Repairer:
         self._locator = locator
         self._lock = threading.Lock()
         self._pending: set[str] = set()
+        self._checked: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(REPAIR_THREADS, thread_name_prefix="repair")
 
     def request(self, hash_: str, size: int, damaged: dict[int, str] | None = None) -> bool:
@@ -47,6 +50,33 @@ class Repairer:
             self._pending.add(hash_)
         self._pool.submit(self._repair, hash_, size, dict(damaged or {}))
         return True
+
+    def check_unread(self, hash_: str, size: int, shards: dict[int, str]) -> None:
+        """After a read served from cached locations: make sure the shards it did not need
+        are still there (HEAD each, in the background, at most once per object per
+        LOCATION_TTL), so a lost parity shard is rebuilt like a lost data shard."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked.get(hash_, -LOCATION_TTL) < LOCATION_TTL:
+                return
+            if len(self._checked) >= MAX_PENDING:
+                self._checked = {h: t for h, t in self._checked.items()
+                                 if now - t < LOCATION_TTL}
+            self._checked[hash_] = now
+        self._pool.submit(self._check_unread, hash_, size, dict(shards))
+
+    def _check_unread(self, hash_: str, size: int, shards: dict[int, str]) -> None:
+        quoted = quote_hash(hash_)
+        try:
+            gone = {i: a for i, a in shards.items()
+                    if not self._client.has_shard(a, f"{quoted}.{i}")}
+        except ObjectStoreError as exc:
+            log.warning("could not check the unread shards of %s: %s", hash_, exc)
+            gone = shards
+        if gone:
+            log.warning("object %s lost shards %s", hash_, sorted(gone))
+            self._locator.forget(hash_)
+            self.request(hash_, size, gone)
 
     def _repair(self, hash_: str, size: int, damaged: dict[int, str]) -> None:
         try:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from data_server.storage import ShardName
+from lib.collector import purge_local_garbage
 from lib.errors import BadRequest, CorruptShard, ObjectNotFound
 from lib.hashing import unquote_hash, validate_hash
 from lib.headers import content_range, parse_range
@@ -155,15 +155,6 @@ def purge_garbage() -> Response:
     they were moved there: a rename sets the ctime, while the mtime is the content's)."""
     node = _node()
     older_than = _older_than()
-    purged = 0
-    now = time.time()
-    with os.scandir(node.storage.garbage) as entries:
-        for entry in entries:
-            try:
-                if entry.is_file() and now - entry.stat().st_ctime > older_than:
-                    os.unlink(entry.path)
-                    purged += 1
-            except FileNotFoundError:
-                pass
+    purged = purge_local_garbage(node.storage.root, older_than)
     log.info("purged %d file(s) older than %.0fs from garbage", purged, older_than)
     return jsonify(purged=purged)

@@ -74,6 +74,15 @@ class TempInfo:
     shard_hash: str | None = None
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def parse_object_file(filename: str) -> StoredShard | None:
     """``<quoted hash>.<i>.<quoted shard hash>`` -> parts, or None for a foreign file."""
     parts = filename.rsplit(".", 2)
@@ -222,7 +231,7 @@ class Storage:
         except BaseException:
             dat.unlink(missing_ok=True)
             raise
-        self._fsync_dir(self.objects)
+        fsync_dir(self.objects)
         return StoredShard(name, shard_hash, target)
 
     def append_temp(self, uuid: str, chunks: Iterable[bytes]) -> int:
@@ -258,7 +267,7 @@ class Storage:
         target = self.shard_path(name, shard_hash)
         os.replace(dat, target)
         self._info_path(uuid).unlink(missing_ok=True)
-        self._fsync_dir(self.objects)
+        fsync_dir(self.objects)
         return StoredShard(name, shard_hash, target)
 
     def _verify_file(self, dat: Path, uuid: str) -> str:
@@ -291,10 +300,3 @@ class Storage:
                 removed += 1
         return removed
 
-    @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
 
+from data_server.storage import fsync_dir
 from lib.errors import BadRequest, ObjectNotFound
 from lib.headers import parse_size
 from lib.rs.params import BLOCK_SIZE
@@ -71,7 +72,7 @@ def put_tail(uuid: str) -> Response:
         f.flush()
         os.fsync(f.fileno())
     os.replace(aside, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return Response(headers={"Tail-Offset": str(offset)})
 
 
@@ -112,11 +113,3 @@ def expire(storage, ttl: float, now: float | None = None) -> int:
         except FileNotFoundError:
             continue
     return removed
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,87 +8,25 @@ the data server itself at the moment it moves a shard (``POST /garbage/<quoted h
 Files in garbage/ are purged once they have lain there long enough.
 
 Used by ``scripts/delete_orphan_objects.py`` (per data server or for the whole cluster) and by
-the worker's ``gc`` tasks.  The data servers' maintenance routes are called with urllib: small
-JSON exchanges, no shard bytes.
+the worker's ``gc`` tasks, which call the data servers' maintenance routes through
+:class:`lib.objectstream.DataServerClient`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lib.errors import DataServerError, InvalidHash
-from lib.hashing import quote_hash, unquote_hash, validate_hash
+from lib.errors import InvalidHash
+from lib.hashing import unquote_hash, validate_hash
 from lib.locator import Locator
 from lib.metadata import MetadataStore
+from lib.objectstream import DataServerClient, ShardInfo
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardInfo:
-    """One shard file: its object's hash, its shard index, seconds since it was written."""
-
-    hash: str
-    index: int
-    age: float
-
-
-class MaintenanceClient:
-    """The data servers' orphan-collection routes."""
-
-    def __init__(self, timeout: float):
-        self.timeout = timeout
-
-    def _call(self, method: str, address: str, path: str):
-        request = urllib.request.Request(f"http://{address}{path}", method=method)
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            text = exc.read()[:200].decode(errors="replace").strip()
-            raise DataServerError(f"{method} {path}: {exc.code} {text}", address) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise DataServerError(f"{method} {path}: {exc}", address) from exc
-
-    def _json(self, method: str, address: str, path: str) -> dict:
-        with self._call(method, address, path) as response:
-            try:
-                answer = json.loads(response.read())
-            except (ValueError, OSError) as exc:
-                raise DataServerError(f"{method} {path}: bad answer: {exc}", address) from exc
-        if not isinstance(answer, dict):
-            raise DataServerError(f"{method} {path}: bad answer {answer!r}", address)
-        return answer
-
-    def list_shards(self, address: str) -> Iterator[ShardInfo]:
-        """Every shard ``address`` holds (``GET /objects/``, one JSON line each)."""
-        with self._call("GET", address, "/objects/") as response:
-            for line in response:
-                try:
-                    raw = json.loads(line)
-                    yield ShardInfo(validate_hash(raw["hash"]), int(raw["index"]),
-                                    float(raw["age"]))
-                except (ValueError, KeyError, TypeError, InvalidHash) as exc:
-                    raise DataServerError(f"GET /objects/: bad line {line[:100]!r}: {exc}",
-                                          address) from None
-
-    def collect(self, address: str, hash_: str, older_than: float) -> tuple[int, int]:
-        """Move the shards of ``hash_`` older than ``older_than`` seconds to garbage/ on
-        ``address``; returns (moved, kept because younger)."""
-        path = f"/garbage/{quote_hash(hash_)}?older_than={older_than:.3f}"
-        answer = self._json("POST", address, path)
-        return int(answer.get("moved", 0)), int(answer.get("kept", 0))
-
-    def purge_garbage(self, address: str, older_than: float) -> int:
-        """Delete what has lain in ``address``'s garbage/ for more than ``older_than`` s."""
-        answer = self._json("DELETE", address, f"/garbage/?older_than={older_than:.3f}")
-        return int(answer.get("purged", 0))
 
 
 def local_shards(root: Path, now: float | None = None) -> Iterator[ShardInfo]:
@@ -148,7 +86,7 @@ class Report:
 class OrphanCollector:
     """Decide, object by object, what the data servers may move to garbage/."""
 
-    def __init__(self, metadata: MetadataStore, client: MaintenanceClient, grace: float):
+    def __init__(self, metadata: MetadataStore, client: DataServerClient, grace: float):
         self._metadata = metadata
         self._client = client
         self.grace = grace
@@ -183,7 +121,7 @@ class OrphanCollector:
                 self.report.moved += moved
 
 
-def collect_hash(metadata: MetadataStore, locator: Locator, client: MaintenanceClient,
+def collect_hash(metadata: MetadataStore, locator: Locator, client: DataServerClient,
                  hash_: str, grace: float) -> int:
     """The ``gc`` task: if no version references ``hash_``, move its shards older than
     ``grace`` seconds to garbage/ on every data server that has some; returns how many."""

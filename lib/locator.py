@@ -73,7 +73,7 @@ class Locator:
         :param fresh: ask the data servers even when a cached answer exists.
         """
         if not fresh:
-            cached = self._cached(hash_)
+            cached = self.cached(hash_)
             if cached is not None:
                 return cached
         shards = self._broadcast(hash_)
@@ -95,7 +95,8 @@ class Locator:
         with self._lock:
             self._cache.pop(hash_, None)
 
-    def _cached(self, hash_: str) -> dict[int, str] | None:
+    def cached(self, hash_: str) -> dict[int, str] | None:
+        """The cached answer for ``hash_`` while it is young and its servers live, or None."""
         with self._lock:
             entry = self._cache.get(hash_)
         if entry is None:

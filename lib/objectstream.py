@@ -8,16 +8,28 @@ status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import urllib3
 import urllib3.exceptions
 
-from lib.errors import Conflict, DataServerError, ObjectNotFound
+from lib.errors import Conflict, DataServerError, InvalidHash, ObjectNotFound
+from lib.hashing import quote_hash, validate_hash
 from lib.streams import read_exact
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    """One shard file: its object's hash, its shard index, seconds since it was written."""
+
+    hash: str
+    index: int
+    age: float
 
 
 class AppendConflict(Conflict):
@@ -193,7 +205,55 @@ class DataServerClient:
         return ShardResponse(response, address,
                              int(response.headers.get("Content-Length", last - first + 1)))
 
+    def has_shard(self, address: str, quoted_name: str) -> bool:
+        """Whether ``address`` still holds the shard (HEAD: nothing is read)."""
+        response = self._request("HEAD", address, f"/objects/{quoted_name}")
+        try:
+            self._check(response, address, f"HEAD /objects/{quoted_name}")
+        except ObjectNotFound:
+            return False
+        return True
+
     def delete_shards(self, address: str, quoted_name: str) -> None:
         """Move ``<hash>`` or ``<hash>.<i>`` to the data server's garbage/."""
         response = self._request("DELETE", address, f"/objects/{quoted_name}")
         self._check(response, address, f"DELETE /objects/{quoted_name}")
+
+    # -- maintenance: orphan collection (lib/collector.py) -----------------------------------
+    def _json(self, method: str, address: str, path: str) -> dict:
+        response = self._check(self._request(method, address, path), address, path)
+        try:
+            answer = json.loads(response.data)
+        except ValueError as exc:
+            raise DataServerError(f"{method} {path}: bad answer: {exc}", address) from exc
+        if not isinstance(answer, dict):
+            raise DataServerError(f"{method} {path}: bad answer {answer!r}", address)
+        return answer
+
+    def list_shards(self, address: str) -> Iterator[ShardInfo]:
+        """Every shard ``address`` holds (``GET /objects/``, one JSON line each)."""
+        response = self._check(self._request("GET", address, "/objects/", stream=True),
+                               address, "GET /objects/")
+        try:
+            for line in response:
+                try:
+                    raw = json.loads(line)
+                    yield ShardInfo(validate_hash(raw["hash"]), int(raw["index"]),
+                                    float(raw["age"]))
+                except (ValueError, KeyError, TypeError, InvalidHash) as exc:
+                    raise DataServerError(f"GET /objects/: bad line {line[:100]!r}: {exc}",
+                                          address) from None
+        finally:
+            response.release_conn()
+
+    def collect(self, address: str, hash_: str, older_than: float) -> tuple[int, int]:
+        """Move the shards of ``hash_`` older than ``older_than`` seconds to garbage/ on
+        ``address``; returns (moved, kept because younger)."""
+        answer = self._json("POST", address,
+                            f"/garbage/{quote_hash(hash_)}?older_than={older_than:.3f}")
+        return int(answer.get("moved", 0)), int(answer.get("kept", 0))
+
+    def purge_garbage(self, address: str, older_than: float) -> int:
+        """Delete what has lain in ``address``'s garbage/ for more than ``older_than`` s."""
+        answer = self._json("DELETE", address, f"/garbage/?older_than={older_than:.3f}")
+        return int(answer.get("purged", 0))

@@ -19,7 +19,7 @@ import logging
 import urllib.error
 import urllib.request
 
-from lib.collector import MaintenanceClient, collect_hash
+from lib.collector import collect_hash
 from lib.config import Config
 from lib.membership import ClusterView
 from lib.metadata import MetadataStore
@@ -38,7 +38,6 @@ class TaskRunner:
         self._config = config
         self._metadata = metadata
         self._cluster = cluster
-        self._maintenance = MaintenanceClient(config.http_timeout)
 
     def run(self, task: Task) -> None:
         handler = getattr(self, f"_run_{task.kind}", None)
@@ -57,7 +56,7 @@ class TaskRunner:
                  f"rebuilt shards {sorted(rebuilt)}" if rebuilt else "nothing was missing")
 
     def _run_gc(self, task: Task) -> None:
-        collect_hash(self._metadata, self._cluster.locator, self._maintenance, task.hash,
+        collect_hash(self._metadata, self._cluster.locator, self._cluster.client, task.hash,
                      task.grace)
 
     def _run_stored(self, task: Task) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sys
 
-from lib.collector import MaintenanceClient, OrphanCollector, local_shards, purge_local_garbage
+from lib.collector import OrphanCollector, local_shards, purge_local_garbage
+from lib.objectstream import DataServerClient
 from lib.config import Config
 from lib.membership import ClusterView
 from lib.rs.params import ALL_SHARDS
@@ -46,7 +47,7 @@ def _run(config: Config, args) -> int:
         return _tool.EXIT_USAGE
     root = None if args.cluster else config.require_storage_root()
     metadata = _tool.open_metadata(config)
-    client = MaintenanceClient(config.http_timeout)
+    client = DataServerClient(config.http_timeout)
     collector = OrphanCollector(metadata, client, grace)
     try:
         if args.cluster:

@@ -58,6 +58,8 @@ class RSGetStream:
         self._quoted = quote_hash(hash_)
         self._readers: dict[int, _ShardReader] = {}
         self.failed: dict[int, str] = {}
+        #: Shard indexes this stream asked a data server for (read, or failed).
+        self.opened: set[int] = set()
         self._spare = sorted(locations, key=lambda i: (i >= DATA_SHARDS, i))
         if len(self._spare) < DATA_SHARDS:
             raise NotEnoughDataServers(
@@ -69,6 +71,7 @@ class RSGetStream:
         while len(self._readers) < wanted and self._spare:
             batch = self._spare[:wanted - len(self._readers)]
             del self._spare[:len(batch)]
+            self.opened.update(batch)
             results = run_parallel(
                 (_ShardReader, self._client, self._locations[i], f"{self._quoted}.{i}",
                  block, self._stop, self.size) for i in batch)

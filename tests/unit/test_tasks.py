@@ -9,7 +9,8 @@ import time
 import pytest
 
 from api_server import ApiServer
-from lib.collector import OrphanCollector, ShardInfo, local_shards, purge_local_garbage
+from lib.collector import OrphanCollector, local_shards, purge_local_garbage
+from lib.objectstream import ShardInfo
 from lib.errors import DataServerError, ObjectNotFound
 from lib.hashing import quote_hash, sha256_b64
 from lib.metadata import MetadataError
