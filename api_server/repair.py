@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 #: Repairs running at once, and waiting at most (beyond that the scanner finds them).
 REPAIR_THREADS = 2
 MAX_PENDING = 1000
+#: Background checks of unread shards allowed per second (a token bucket).
+UNREAD_CHECKS_PER_SECOND = 50
 
 
 class Repairer:
@@ -36,6 +38,8 @@ class Repairer:
         self._lock = threading.Lock()
         self._pending: set[str] = set()
         self._checked: dict[str, float] = {}
+        self._check_budget = float(UNREAD_CHECKS_PER_SECOND)
+        self._budget_time = time.monotonic()
         self._pool = ThreadPoolExecutor(REPAIR_THREADS, thread_name_prefix="repair")
 
     def request(self, hash_: str, size: int, damaged: dict[int, str] | None = None) -> bool:
@@ -53,12 +57,20 @@ class Repairer:
 
     def check_unread(self, hash_: str, size: int, shards: dict[int, str]) -> None:
         """After a read served from cached locations: make sure the shards it did not need
-        are still there (HEAD each, in the background, at most once per object per
-        LOCATION_TTL), so a lost parity shard is rebuilt like a lost data shard."""
+        are still there (HEAD each, in the background), so a lost parity shard is rebuilt
+        like a lost data shard.  Best effort, with a bounded cost: once per object per
+        LOCATION_TTL and at most UNREAD_CHECKS_PER_SECOND; the object scanner is the backstop.
+        """
         now = time.monotonic()
         with self._lock:
             if now - self._checked.get(hash_, -LOCATION_TTL) < LOCATION_TTL:
                 return
+            self._check_budget = min(UNREAD_CHECKS_PER_SECOND, self._check_budget + (
+                now - self._budget_time) * UNREAD_CHECKS_PER_SECOND)
+            self._budget_time = now
+            if self._check_budget < 1:
+                return
+            self._check_budget -= 1
             if len(self._checked) >= MAX_PENDING:
                 self._checked = {h: t for h, t in self._checked.items()
                                  if now - t < LOCATION_TTL}

@@ -456,3 +456,20 @@ def test_tools_refuse_a_metadata_backend_that_answers_nonsense(maint, client):
         assert (fake.searches > 0) == (version == "8.13.4")
     assert sorted(p for n in maint.data for p in (n.storage_root / "objects").iterdir()) \
         == every_shard
+
+
+def test_readme_maintenance_commands_run_as_written(make_cluster):
+    """The README's maintenance block, run on a data server's host environment."""
+    from tests.probe.test_readme import readme_block
+    cluster = make_cluster()
+    client = Client(cluster)
+    for i in range(7):
+        data = f"kept or not {i}".encode()
+        assert client.put("many-versions", data, sha256_b64(data)).status_code == 200
+    script = readme_block("maintenance")
+    env = cluster.env_for(cluster.data[0])
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    versions = client.session.get(f"{client.api()}/versions/many-versions").text.splitlines()
+    assert len(versions) == 5
