@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 REPAIR_THREADS = 2
 MAX_PENDING = 1000
 #: Background checks of unread shards allowed per second (a token bucket).
-UNREAD_CHECKS_PER_SECOND = 50
+UNREAD_CHECKS_PER_SECOND = 20
 
 
 class Repairer:
