@@ -32,10 +32,10 @@ class _ShardReader:
         self._response: ShardResponse = client.open_shard(address, quoted_name, first, last)
 
     def read(self, length: int) -> memoryview:
-        record = self._response.read(length)
-        if len(record) != length:
-            raise CorruptShard(f"{self.address}: short read ({len(record)} of {length} bytes)")
-        return layout.unseal(record)
+        try:
+            return layout.read_record(self._response, length)
+        except CorruptShard as exc:
+            raise CorruptShard(f"{self.address}: {exc}") from None
 
     def close(self) -> None:
         self._response.close()

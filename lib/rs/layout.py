@@ -68,6 +68,15 @@ def unseal(record: bytes | memoryview) -> memoryview:
     return fragment
 
 
+def read_record(stream, length: int) -> memoryview:
+    """Read one record of ``length`` bytes from ``stream`` and return its verified fragment;
+    a short read or a CRC mismatch is CorruptShard."""
+    record = stream.read(length)
+    if len(record) != length:
+        raise CorruptShard(f"short read ({len(record)} of {length} bytes)")
+    return unseal(record)
+
+
 def check_records(data: bytes | memoryview) -> None:
     """Verify a run of whole records (all full-size except possibly the last)."""
     view = memoryview(data)

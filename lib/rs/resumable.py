@@ -37,7 +37,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from lib.errors import (Conflict, CorruptShard, DataServerError, HashMismatch,
+from lib.errors import (Conflict, DataServerError, HashMismatch,
                         NotEnoughDataServers, ObjectNotFound, ObjectStoreError, SizeMismatch)
 from lib.hashing import b64_digest, quote_hash
 from lib.objectstream import AppendConflict, DataServerClient
@@ -310,10 +310,7 @@ class Upload:
                 fragments = {}
                 for i, reader in list(readers.items()):
                     try:
-                        raw = reader.read(record)
-                        if len(raw) != record:
-                            raise CorruptShard(f"short temp object ({len(raw)} bytes)")
-                        fragments[i] = layout.unseal(raw)
+                        fragments[i] = layout.read_record(reader, record)
                     except ObjectStoreError as exc:
                         drop(i, exc)
                 if len(fragments) < DATA_SHARDS:

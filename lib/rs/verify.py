@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import logging
 
-from lib.errors import CorruptShard, ObjectStoreError
+from lib.errors import ObjectStoreError
 from lib.hashing import b64_digest, quote_hash
 from lib.objectstream import DataServerClient, ShardResponse
 from lib.rs import layout
@@ -71,10 +71,7 @@ def check_object(client: DataServerClient, locations: dict[int, str], hash_: str
             fragments = {}
             for index, reader in list(readers.items()):
                 try:
-                    record = reader.read(length)
-                    if len(record) != length:
-                        raise CorruptShard(f"short read ({len(record)} of {length} bytes)")
-                    fragments[index] = layout.unseal(record)
+                    fragments[index] = layout.read_record(reader, length)
                 except ObjectStoreError as exc:
                     _damaged(result, index, exc)
                     readers.pop(index).close()
