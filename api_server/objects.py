@@ -171,8 +171,9 @@ def get_object(name: str) -> Response:
     if meta.size == 0:
         return Response(b"", status=status, headers=headers, mimetype="application/octet-stream")
     for attempt in range(2):
-        cached = attempt == 0 and api.locator.cached(meta.hash) is not None
-        locations = api.locator.locate(meta.hash, fresh=attempt > 0)
+        hit = api.locator.cached(meta.hash) if attempt == 0 else None
+        cached = hit is not None
+        locations = hit if cached else api.locator.locate(meta.hash, fresh=True)
         try:
             stream = RSGetStream(api.client, locations, meta.hash, meta.size, first, last)
             body = iter(stream)
