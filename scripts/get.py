@@ -23,7 +23,7 @@ from pathlib import Path
 
 from scripts.progress import ProgressBar
 from scripts.transfer import (CHUNK, Backoff, HTTPStatusError, TransferError, check,
-                              parse_bytes, request, split_url)
+                              object_name, parse_bytes, request, run_transfer, split_url)
 
 
 def log(message: str) -> None:
@@ -152,16 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=8,
                         help="failed attempts in a row before giving up (default 8)")
     args = parser.parse_args(argv)
-    name = urllib.parse.unquote(urllib.parse.urlsplit(args.url).path.split("/objects/", 1)[-1])
+    name = object_name(args.url)
     out = args.out or Path(name.rstrip("/").rsplit("/", 1)[-1] or "object")
-    try:
-        version = Downloader(args.url, out, args.retries, args.limit_rate).run()
-    except KeyboardInterrupt:
-        log("interrupted: run the same command again to resume")
-        return 130
-    except (TransferError, HTTPStatusError) as exc:
-        log(f"failed: {exc}")
-        return 1
+    version, status = run_transfer(
+        Downloader(args.url, out, args.retries, args.limit_rate).run, log)
+    if version is None:
+        return status
     print(f"{out} ({name} version {version})")
     return 0
 

@@ -18,12 +18,11 @@ import json
 import os
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 from scripts.progress import ProgressBar
 from scripts.transfer import (CHUNK, Backoff, HTTPStatusError, TransferError, check,
-                              parse_bytes, request, split_url)
+                              object_name, parse_bytes, request, run_transfer, split_url)
 
 
 def log(message: str) -> None:
@@ -207,16 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     piece = max(args.piece_size, 1) if args.piece_size else max(args.file.stat().st_size, 1)
     uploader = Uploader(args.file, args.url, piece, args.limit_rate,
                         args.retries, args.state_dir)
-    try:
-        version = uploader.run()
-    except KeyboardInterrupt:
-        log("interrupted: run the same command again to resume")
-        return 130
-    except (TransferError, HTTPStatusError) as exc:
-        log(f"failed: {exc}")
-        return 1
-    name = urllib.parse.unquote(urllib.parse.urlsplit(args.url).path.split("/objects/", 1)[-1])
-    print(f"{name} version {version}")
+    version, status = run_transfer(uploader.run, log)
+    if version is None:
+        return status
+    print(f"{object_name(args.url)} version {version}")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import http.client
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 #: Seconds for connecting and for each read.
 TIMEOUT = 60.0
@@ -33,6 +33,25 @@ def parse_bytes(text: str) -> int:
     text = text.strip().lower().removesuffix("ib").removesuffix("b")
     suffix = text[-1:] if text[-1:] in "kmg" else ""
     return int(float(text[:len(text) - len(suffix)]) * _SUFFIXES[suffix])
+
+
+def object_name(url: str) -> str:
+    """The object name an ``.../objects/<name>`` URL addresses (percent-decoded)."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.split("/objects/", 1)[-1])
+
+
+def run_transfer(transfer: Callable[[], int],
+                 log: Callable[[str], None]) -> tuple[int | None, int]:
+    """Run an upload or download: ``(version, 0)``, or ``(None, exit status)`` after saying
+    why it stopped (130 interrupted, to be resumed by running it again; 1 failed)."""
+    try:
+        return transfer(), 0
+    except KeyboardInterrupt:
+        log("interrupted: run the same command again to resume")
+        return None, 130
+    except (TransferError, HTTPStatusError) as exc:
+        log(f"failed: {exc}")
+        return None, 1
 
 
 def split_url(url: str) -> tuple[str, str]:
