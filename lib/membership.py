@@ -1,9 +1,10 @@
 """Which data servers are alive, as heartbeats tell: for api servers, the worker and tools.
 
 Api servers feed their registry with :func:`track_data_servers`; the task worker, the object
-scanner and the cluster-wide orphan collector need the same view to locate and rebuild shards.  :class:`ClusterView` bundles that view:
-a :class:`Bus` whose heartbeat subscription feeds a :class:`DataServerRegistry`, a
-:class:`Locator` on top of it, and a :class:`DataServerClient` to talk to the servers.
+scanner and the cluster-wide orphan collector need the same view to locate and rebuild
+shards.  :class:`ClusterView` bundles that view: a :class:`Bus` whose heartbeat subscription
+feeds a :class:`DataServerRegistry`, a :class:`Locator` on top of it, and a
+:class:`DataServerClient` to talk to the servers.
 """
 from __future__ import annotations
 
