@@ -56,6 +56,31 @@ def run_parallel(calls) -> list:
     return results
 
 
+class _Placement:
+    """Which data servers an object's shards went to, and who takes over from a failed one:
+    a live server not yet given a shard of the object.  Thread-safe."""
+
+    def __init__(self, registry: DataServerRegistry | None, targets: list[str], hash_: str):
+        self._registry = registry
+        self._hash = hash_
+        self._lock = threading.Lock()
+        self._used = set(targets)
+
+    def failed(self, address: str) -> None:
+        if self._registry is not None:
+            self._registry.forget(address, f"a shard upload of {self._hash} failed")
+
+    def replace(self, failed: str) -> str | None:
+        """Drop ``failed`` from the live servers and choose another in its place, or None."""
+        self.failed(failed)
+        if self._registry is None:
+            return None
+        with self._lock:
+            chosen = self._registry.choose(1, exclude=self._used)
+            self._used.update(chosen)
+        return chosen[0] if chosen else None
+
+
 class _ShardSender:
     """Feeds one shard's records to one data server through a bounded queue."""
 
@@ -174,13 +199,11 @@ class RSPutStream:
         self._codec = get_codec()
         self.hash = hash_
         self.quorum = quorum
-        self._registry = registry
-        self._lock = threading.Lock()
-        self._used = set(targets.values())
+        self._placement = _Placement(registry, list(targets.values()), hash_)
         shard_size = layout.shard_size(size) if size is not None else None
         quoted = quote_hash(hash_)
         self._senders = {i: _ShardSender(client, address, f"{quoted}.{i}", shard_size,
-                                         self._replacement)
+                                         self._placement.replace)
                          for i, address in targets.items()}
         self.committed: dict[int, str] = {}
         self._finished = False
@@ -192,22 +215,6 @@ class RSPutStream:
         if len(self.committed) < len(self._senders):
             self.abort()
 
-    def _on_failure(self, address: str) -> None:
-        if self._registry is not None:
-            self._registry.forget(address, f"a shard upload of {self.hash} failed")
-
-    def _replacement(self, failed: str) -> str | None:
-        """Another live server, not yet given a shard of this object, instead of ``failed``."""
-        self._on_failure(failed)
-        if self._registry is None:
-            return None
-        with self._lock:
-            chosen = self._registry.choose(1, exclude=self._used)
-            if not chosen:
-                return None
-            self._used.add(chosen[0])
-            return chosen[0]
-
     def _live(self) -> dict[int, _ShardSender]:
         live = {}
         for i, sender in self._senders.items():
@@ -217,7 +224,7 @@ class RSPutStream:
                 sender.reported = True
                 log.warning("shard %s to %s failed: %s", sender.quoted_name, sender.address,
                             sender.error)
-                self._on_failure(sender.address)
+                self._placement.failed(sender.address)
         if len(live) < self.quorum:
             raise NotEnoughDataServers(
                 f"only {len(live)} of {len(self._senders)} shards of {self.hash} could be "
@@ -290,8 +297,7 @@ def put_short_object(client: DataServerClient, registry: DataServerRegistry,
     """
     records = [layout.seal(f) for f in get_codec().encode(block)]
     quoted = quote_hash(hash_)
-    used = set(targets)
-    lock = threading.Lock()
+    placement = _Placement(registry, targets, hash_)
 
     def store(index: int, address: str) -> str:
         while True:
@@ -299,15 +305,12 @@ def put_short_object(client: DataServerClient, registry: DataServerRegistry,
                 client.put_shard(address, f"{quoted}.{index}", records[index])
                 return address
             except DataServerError as exc:
-                registry.forget(address, f"a shard upload of {hash_} failed")
-                with lock:
-                    chosen = registry.choose(1, exclude=used)
-                    used.update(chosen)
-                if not chosen:
+                replacement = placement.replace(address)
+                if replacement is None:
                     raise
                 log.warning("%s failed shard %s.%d (%s); sending it to %s instead",
-                            address, quoted, index, exc, chosen[0])
-                address = chosen[0]
+                            address, quoted, index, exc, replacement)
+                address = replacement
 
     results = run_parallel((store, i, a) for i, a in enumerate(targets))
     committed = {i: r for i, r in enumerate(results) if isinstance(r, str)}
