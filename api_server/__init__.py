@@ -93,6 +93,7 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
                     Repairer(client, registry, locator),
                     TaskPublisher(bus, TaskQueues.from_config(config),
                                   check_interval=config.heartbeat_interval))
+    api.repairer.report = api.request_repair
 
     app = create_flask_app(__name__, errors.STATUS)
     app.extensions["tessera.api"] = api

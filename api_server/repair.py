@@ -41,6 +41,9 @@ class Repairer:
         self._check_budget = float(UNREAD_CHECKS_PER_SECOND)
         self._budget_time = time.monotonic()
         self._pool = ThreadPoolExecutor(REPAIR_THREADS, thread_name_prefix="repair")
+        #: Where lost shards found by :meth:`check_unread` are reported: the api server sets
+        #: its ``request_repair`` (task queue first); alone, the Repairer rebuilds them itself.
+        self.report = self._report_locally
 
     def request(self, hash_: str, size: int, damaged: dict[int, str] | None = None) -> bool:
         """Queue a repair of ``hash_``; False when it is already queued or the queue is full.
@@ -87,8 +90,12 @@ class Repairer:
             gone = shards
         if gone:
             log.warning("object %s lost shards %s", hash_, sorted(gone))
-            self._locator.forget(hash_)
-            self.request(hash_, size, gone)
+            self.report(hash_, size, [], gone)
+
+    def _report_locally(self, hash_: str, size: int, missing: list[int],
+                        damaged: dict[int, str]) -> None:
+        self._locator.forget(hash_)
+        self.request(hash_, size, damaged)
 
     def _repair(self, hash_: str, size: int, damaged: dict[int, str]) -> None:
         try:
