@@ -1,9 +1,8 @@
-"""The api side's HTTP client for data servers' /temp and /objects: the only urllib3 import.
+"""The api side's client for data servers' /temp, /tail, /objects and /garbage.
 
-urllib3 (the connection pool under ``requests``) is used directly: measured here, a request
-costs 0.11 ms of CPU through it against 0.34 ms through ``requests``, and a small GET makes
-four of them, a small PUT six.  One pool of keep-alive connections per process; every call has
-a timeout; every shard travels in one streaming request with Content-Length (BOOK W10); every
+Calls go through :mod:`lib.httpclient` (one pool of keep-alive connections per process; a
+small GET makes four calls, a small PUT six, so each call's CPU counts).  Every call has a
+timeout; every shard travels in one streaming request with Content-Length (BOOK W10); every
 status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).
 """
 from __future__ import annotations
@@ -13,11 +12,9 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 
-import urllib3
-import urllib3.exceptions
-
 from lib.errors import Conflict, DataServerError, InvalidHash, ObjectNotFound
 from lib.hashing import quote_hash, validate_hash
+from lib.httpclient import ConnectionPool, ProtocolError, Response
 from lib.streams import read_exact
 
 log = logging.getLogger(__name__)
@@ -40,21 +37,20 @@ class AppendConflict(Conflict):
         self.size = size
 
 
-def _int(response: urllib3.BaseHTTPResponse, header: str, address: str) -> int:
+def _int(response: Response, header: str, address: str) -> int:
     try:
         return int(response.headers[header])
     except (KeyError, ValueError):
         raise DataServerError(f"no valid {header} header", address) from None
 
-#: Keep-alive connections kept per data server, and data servers kept.
+#: Idle keep-alive connections kept per data server.
 _POOL_SIZE = 64
-_POOLS = 64
 
 
 class ShardResponse:
     """A streaming GET of (part of) a shard; read it with :meth:`read` and close it."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, address: str, length: int):
+    def __init__(self, response: Response, address: str, length: int):
         self._response = response
         self._left = length
         self.address = address
@@ -62,7 +58,7 @@ class ShardResponse:
     def read(self, size: int) -> bytes:
         try:
             data = read_exact(self._response, size)
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        except (ProtocolError, OSError) as exc:
             raise DataServerError(f"read failed: {exc!r}", self.address) from exc
         self._left -= len(data)
         return data
@@ -76,27 +72,27 @@ class ShardResponse:
 
 
 class DataServerClient:
-    """Talks to data servers; thread-safe (urllib3 pools are)."""
+    """Talks to data servers; thread-safe (the connection pool is)."""
 
     def __init__(self, timeout: float):
         self.timeout = timeout
-        self._pool = urllib3.PoolManager(
-            num_pools=_POOLS, maxsize=_POOL_SIZE, block=False, retries=False,
-            timeout=urllib3.Timeout(connect=min(timeout, 5.0), read=timeout))
+        self._pool = ConnectionPool(timeout, max_idle=_POOL_SIZE)
 
     def _request(self, method: str, address: str, path: str, *, body=None,
                  headers: dict | None = None, stream: bool = False,
-                 chunked: bool = False) -> urllib3.BaseHTTPResponse:
+                 chunked: bool = False) -> Response:
+        """Send a request; unless ``stream``, read its whole (short) answer too."""
         try:
-            return self._pool.urlopen(method, f"http://{address}{path}", body=body,
-                                      headers=headers, preload_content=not stream,
-                                      redirect=False, chunked=chunked)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            response = self._pool.request(method, address, path, body=body, headers=headers,
+                                          chunked=chunked)
+            if not stream:
+                response.data
+            return response
+        except (ProtocolError, OSError) as exc:
             raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
 
     @staticmethod
-    def _check(response: urllib3.BaseHTTPResponse, address: str,
-               what: str) -> urllib3.BaseHTTPResponse:
+    def _check(response: Response, address: str, what: str) -> Response:
         if response.status in (200, 206):
             return response
         text = response.data[:200].decode(errors="replace").strip()
@@ -235,7 +231,7 @@ class DataServerClient:
         response = self._check(self._request("GET", address, "/objects/", stream=True),
                                address, "GET /objects/")
         try:
-            for line in response:
+            for line in response.iter_lines():
                 try:
                     raw = json.loads(line)
                     yield ShardInfo(validate_hash(raw["hash"]), int(raw["index"]),
@@ -243,6 +239,8 @@ class DataServerClient:
                 except (ValueError, KeyError, TypeError, InvalidHash) as exc:
                     raise DataServerError(f"GET /objects/: bad line {line[:100]!r}: {exc}",
                                           address) from None
+        except (ProtocolError, OSError) as exc:
+            raise DataServerError(f"GET /objects/: {exc!r}", address) from exc
         finally:
             response.release_conn()
 
