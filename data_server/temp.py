@@ -67,7 +67,7 @@ def _publish(node, shard) -> None:
     replaced = node.index.add(shard)
     if replaced is not None:
         node.storage.move_to_garbage(replaced.path)
-    log.info("committed %s", shard.path.name)
+    log.debug("committed %s", shard.path.name)
 
 
 @bp.delete("/temp/<uuid>")

@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+
+#: ``host:port`` as a data server advertises it (a name, IPv4, or [IPv6]).
+_ADDRESS = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+                      r":(?:[1-9][0-9]{0,4})$")
 
 
 class MalformedMessage(ValueError):
     """A message body we do not understand; it is logged and dropped."""
+
+
+def _address(value: object, body: bytes) -> str:
+    if not isinstance(value, str) or not _ADDRESS.match(value) or int(
+            value.rpartition(":")[2]) > 65535:
+        raise MalformedMessage(f"not a host:port address: {body[:100]!r}")
+    return value
 
 
 def _load(body: bytes):
@@ -39,9 +51,9 @@ class Heartbeat:
     def from_json(cls, body: bytes) -> "Heartbeat":
         value = _load(body)
         if isinstance(value, str) and value:
-            return cls(value)
+            return cls(_address(value, body))
         if isinstance(value, dict) and isinstance(value.get("Addr"), str):
-            return cls(value["Addr"], bool(value.get("Leaving")))
+            return cls(_address(value["Addr"], body), bool(value.get("Leaving")))
         raise MalformedMessage(f"not a heartbeat: {body[:100]!r}")
 
 
@@ -87,4 +99,4 @@ class LocateReply:
             ids = [value["Id"]]
         if not isinstance(ids, list) or not all(type(i) is int and i >= 0 for i in ids):
             raise MalformedMessage(f"bad shard ids in locate reply: {body[:100]!r}")
-        return cls(value["Addr"], tuple(ids))
+        return cls(_address(value["Addr"], body), tuple(ids))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from lib.errors import Conflict, DataServerError, InvalidHash, ObjectNotFound
+from lib.errors import (Conflict, DataServerError, InvalidHash, ObjectNotFound,
+                        ObjectStoreError)
 from lib.hashing import quote_hash, validate_hash
 from lib.httpclient import ConnectionPool, ProtocolError, Response
 from lib.streams import read_exact
@@ -177,11 +178,21 @@ class DataServerClient:
         self._check(response, address, f"DELETE /tail/{uuid}")
 
     def put_shard(self, address: str, quoted_name: str, data: bytes) -> str:
-        """Store and commit a whole (short) shard in one request; returns its shard hash."""
-        response = self._request("POST", address, f"/temp/{quoted_name}?commit=1", body=data,
-                                 headers={"Size": str(len(data))})
-        response = self._check(response, address, f"POST /temp/{quoted_name}?commit=1")
-        return response.headers.get("Shard-Hash", "")
+        """Store and commit one whole (short) shard in one request; returns its shard hash."""
+        result = self.put_shards([(address, quoted_name, data)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def put_shards(self, shards: list[tuple[str, str, bytes]]) -> list[str | ObjectStoreError]:
+        """Store and commit whole (short) shards, ``(address, quoted name, bytes)`` each, one
+        request a shard, all sent before any answer is read; the shard hash of each, or the
+        error it met."""
+        calls = [("POST", address, f"/temp/{name}?commit=1", data, {"Size": str(len(data))})
+                 for address, name, data in shards]
+        return [self._outcome(call, response, stream=False,
+                              then=lambda r: r.headers.get("Shard-Hash", ""))
+                for call, response in zip(calls, self._pool.request_many(calls))]
 
     def commit_temp(self, address: str, uuid: str) -> str:
         """Publish the temp object; returns the shard hash the data server computed."""
@@ -193,13 +204,36 @@ class DataServerClient:
         self._check(response, address, f"DELETE /temp/{uuid}")
 
     # -- committed shards --------------------------------------------------------------------
-    def open_shard(self, address: str, quoted_name: str, first: int, last: int) -> ShardResponse:
-        """GET bytes ``first..last`` (inclusive) of a shard, streaming."""
-        response = self._request("GET", address, f"/objects/{quoted_name}", stream=True,
-                                 headers={"Range": f"bytes={first}-{last}"})
-        self._check(response, address, f"GET /objects/{quoted_name}")
-        return ShardResponse(response, address,
-                             int(response.headers.get("Content-Length", last - first + 1)))
+    def open_shards(self, ranges: list[tuple[str, str, int, int]]
+                    ) -> list[ShardResponse | ObjectStoreError]:
+        """Start streaming GETs of shard bytes, ``(address, quoted name, first, last)`` each
+        (``last`` inclusive), all sent before any answer is read; a ShardResponse for each,
+        or the error it met."""
+        calls = [("GET", address, f"/objects/{name}", None, {"Range": f"bytes={first}-{last}"})
+                 for address, name, first, last in ranges]
+        return [self._outcome(call, response, stream=True, then=lambda r, a=a, n=last - first: (
+                    ShardResponse(r, a, int(r.headers.get("Content-Length", n + 1)))))
+                for call, (a, _, first, last), response
+                in zip(calls, ranges, self._pool.request_many(calls))]
+
+    def _outcome(self, call: tuple, response: Response | Exception, stream: bool,
+                 then: Callable[[Response], object]):
+        """What one of :meth:`ConnectionPool.request_many`'s answers means: ``then(response)``
+        for a 2xx, else the ObjectStoreError it stands for (returned, not raised)."""
+        method, address, path = call[:3]
+        try:
+            if isinstance(response, (ProtocolError, OSError)):
+                raise DataServerError(f"{method} {path}: {response!r}", address) from response
+            if isinstance(response, Exception):
+                raise response
+            if not stream:
+                try:
+                    response.data
+                except (ProtocolError, OSError) as exc:
+                    raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
+            return then(self._check(response, address, f"{method} {path}"))
+        except ObjectStoreError as exc:
+            return exc
 
     def has_shard(self, address: str, quoted_name: str) -> bool:
         """Whether ``address`` still holds the shard (HEAD: nothing is read)."""

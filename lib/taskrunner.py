@@ -62,8 +62,8 @@ class TaskRunner:
     def _run_stored(self, task: Task) -> None:
         event = {"event": "stored", "name": task.name, "version": task.version,
                  "hash": task.hash, "size": task.size, "id": task.id}
-        log.info("stored %r version %d (%d bytes, %s)", task.name, task.version, task.size,
-                 task.hash)
+        log.debug("stored %r version %d (%d bytes, %s)", task.name, task.version, task.size,
+                  task.hash)
         url = self._config.stored_hook_url
         if url:
             post_json(url, event, self._config.http_timeout)

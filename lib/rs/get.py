@@ -16,20 +16,16 @@ from lib.objectstream import DataServerClient, ShardResponse
 from lib.rs import layout
 from lib.rs.codec import get_codec
 from lib.rs.params import BLOCK_SIZE, DATA_SHARDS
-from lib.rs.put import run_parallel
 
 log = logging.getLogger(__name__)
 
 
 class _ShardReader:
-    """Sequential records of one shard, from block ``start`` to the stream's last block."""
+    """Sequential records of one shard, from the block it was opened at."""
 
-    def __init__(self, client: DataServerClient, address: str, quoted_name: str,
-                 start: int, stop: int, size: int):
-        self.address = address
-        first = layout.shard_offset(start)
-        last = layout.shard_offset(stop) + layout.record_size(layout.block_len(size, stop)) - 1
-        self._response: ShardResponse = client.open_shard(address, quoted_name, first, last)
+    def __init__(self, response: ShardResponse):
+        self.address = response.address
+        self._response = response
 
     def read(self, length: int) -> memoryview:
         try:
@@ -72,14 +68,16 @@ class RSGetStream:
             batch = self._spare[:wanted - len(self._readers)]
             del self._spare[:len(batch)]
             self.opened.update(batch)
-            results = run_parallel(
-                (_ShardReader, self._client, self._locations[i], f"{self._quoted}.{i}",
-                 block, self._stop, self.size) for i in batch)
+            first = layout.shard_offset(block)
+            last = (layout.shard_offset(self._stop)
+                    + layout.record_size(layout.block_len(self.size, self._stop)) - 1)
+            results = self._client.open_shards(
+                [(self._locations[i], f"{self._quoted}.{i}", first, last) for i in batch])
             for i, result in zip(batch, results):
                 if isinstance(result, Exception):
                     self._fail(i, result)
                 else:
-                    self._readers[i] = result
+                    self._readers[i] = _ShardReader(result)
 
     def _fail(self, index: int, error: Exception) -> None:
         address = self._locations.get(index, "?")

@@ -291,29 +291,37 @@ def put_short_object(client: DataServerClient, registry: DataServerRegistry,
     """Store an object of at most one block whose digest is already verified.
 
     Each shard is one ``POST /temp/<hash>.<i>?commit=1``: written, verified and published in
-    a single round trip.  A data server that fails is replaced at once (the record is in
-    memory); below ``quorum`` the shards already published are withdrawn.
+    a single round trip, the six sent at once.  A data server that fails is replaced at once
+    (the record is in memory); below ``quorum`` the shards already published are withdrawn.
     :returns: shard index -> address of every committed shard.
     """
     records = [layout.seal(f) for f in get_codec().encode(block)]
     quoted = quote_hash(hash_)
     placement = _Placement(registry, targets, hash_)
 
-    def store(index: int, address: str) -> str:
-        while True:
+    def take_over(index: int, address: str, error: DataServerError) -> str:
+        """Send shard ``index`` to other servers after ``address`` failed it, until one
+        stores it; raises the last error when no server is left to try."""
+        while (replacement := placement.replace(address)) is not None:
+            log.warning("%s failed shard %s.%d (%s); sending it to %s instead",
+                        address, quoted, index, error, replacement)
+            address = replacement
             try:
                 client.put_shard(address, f"{quoted}.{index}", records[index])
-                return address
             except DataServerError as exc:
-                replacement = placement.replace(address)
-                if replacement is None:
-                    raise
-                log.warning("%s failed shard %s.%d (%s); sending it to %s instead",
-                            address, quoted, index, exc, replacement)
-                address = replacement
+                error = exc
+                continue
+            return address
+        raise error
 
-    results = run_parallel((store, i, a) for i, a in enumerate(targets))
-    committed = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    results = client.put_shards([(address, f"{quoted}.{i}", records[i])
+                                 for i, address in enumerate(targets)])
+    committed = {i: targets[i] for i, r in enumerate(results) if isinstance(r, str)}
+    failed = {i: r for i, r in enumerate(results) if isinstance(r, DataServerError)}
+    for i, result in zip(failed, run_parallel((take_over, i, targets[i], error)
+                                              for i, error in failed.items())):
+        if isinstance(result, str):
+            committed[i] = result
     if len(committed) < quorum:
         for i, address in committed.items():
             try:

@@ -53,14 +53,14 @@ def check_object(client: DataServerClient, locations: dict[int, str], hash_: str
     result = ObjectCheck(hash_, dict(locations))
     total = layout.shard_size(size)
     readers: dict[int, ShardResponse] = {}
-    for index, address in sorted(locations.items()):
-        if total == 0:
-            break
-        try:
-            readers[index] = client.open_shard(address, f"{quote_hash(hash_)}.{index}",
-                                               0, total - 1)
-        except ObjectStoreError as exc:
-            _damaged(result, index, exc)
+    located = sorted(locations.items()) if total else []
+    opened = client.open_shards([(address, f"{quote_hash(hash_)}.{index}", 0, total - 1)
+                                 for index, address in located])
+    for (index, _), reader in zip(located, opened):
+        if isinstance(reader, ObjectStoreError):
+            _damaged(result, index, reader)
+        else:
+            readers[index] = reader
     codec = get_codec()
     sha = hashlib.sha256()
     decodable = True

@@ -229,3 +229,27 @@ def test_answers_are_bounded(server, monkeypatch):
 def test_request_head_injection_is_refused(path, headers):
     with pytest.raises(ValueError):
         ConnectionPool(1).request("GET", "127.0.0.1:1", path, headers=headers)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_request_many_sends_all_then_reads_all(server, monkeypatch):
+    srv, address = server
+    pool = ConnectionPool(5)
+    assert pool.request("GET", address, "/close-after").data == b"bye"
+    time.sleep(0.1)
+    monkeypatch.setattr(httpclient._Connection, "dropped", lambda self: False)
+    results = pool.request_many([
+        ("POST", address, "/echo", b"one", {"X": "1"}),            # on the stale connection
+        ("GET", f"127.0.0.1:{_closed_port()}", "/doc", None, None),
+        ("GET", "not-an-address", "/doc", None, None),
+        ("HEAD", address, "/doc", None, None),
+    ])
+    assert (results[0].status, results[0].data) == (200, b"one")
+    assert isinstance(results[1], OSError) and isinstance(results[2], OSError)
+    assert results[3].headers["content-length"] == "4" and results[3].data == b""
+    assert srv.connections == 3

@@ -1,4 +1,6 @@
 """Data server registry expiry (injected clock) and the RabbitMQ message formats."""
+import json
+
 import pytest
 
 from lib.registry import DataServerRegistry
@@ -50,6 +52,19 @@ def test_heartbeat_is_the_books_json_string():
     assert Heartbeat.from_json(b'"127.0.1.3:12345"') == Heartbeat("127.0.1.3:12345")
     leaving = Heartbeat("127.0.1.3:12345", leaving=True)
     assert Heartbeat.from_json(leaving.to_json()) == leaving
+    assert Heartbeat.from_json(b'"data-3.example:80"').addr == "data-3.example:80"
+    assert Heartbeat.from_json(b'"[::1]:8080"').addr == "[::1]:8080"
+
+
+@pytest.mark.parametrize("addr", ["%2F%2F", "127.0.1.3", "127.0.1.3:", "127.0.1.3:0",
+                                  "127.0.1.3:70000", "a b:1", "a/b:1", ":80", "host:port"])
+def test_addresses_that_are_not_host_port_are_refused(addr):
+    with pytest.raises(MalformedMessage):
+        Heartbeat.from_json(json.dumps(addr).encode())
+    with pytest.raises(MalformedMessage):
+        Heartbeat.from_json(json.dumps({"Addr": addr, "Leaving": True}).encode())
+    with pytest.raises(MalformedMessage):
+        LocateReply.from_json(json.dumps({"Addr": addr, "Ids": [1]}).encode())
 
 
 def test_locate_messages_round_trip_and_accept_the_books_reply():

@@ -303,10 +303,13 @@ class MemoryClient:
     def __init__(self, shards: dict[int, bytes]):
         self.shards = shards
 
-    def open_shard(self, address, quoted_name, first, last):
+    def open_shards(self, ranges):
+        return [self._open(*r) for r in ranges]
+
+    def _open(self, address, quoted_name, first, last):
         index = int(quoted_name.rsplit(".", 1)[1])
         if index not in self.shards:
-            raise ObjectNotFound(f"{address}: no shard {index}")
+            return ObjectNotFound(f"{address}: no shard {index}")
         return MemoryShard(self.shards[index][first:last + 1])
 
 
