@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -33,9 +34,10 @@ def _node():
     return current_app.extensions["tessera.node"]
 
 
-@bp.get("/objects/<anypath:name>")
-def get_object(name: str) -> Response:
-    node = _node()
+def serve_shard(node, name: str, range_header: str | None
+                ) -> tuple[int, dict[str, str], Iterator[bytes]]:
+    """(status, headers, lazy body) of ``GET /objects/<hash>.<i>``; nothing is opened until
+    the body is iterated, so a HEAD reads nothing."""
     shard_name = ShardName.parse(name)
     shard = node.index.get(shard_name.hash, shard_name.index)
     if shard is None:
@@ -45,9 +47,10 @@ def get_object(name: str) -> Response:
     except FileNotFoundError:
         node.index.remove(shard_name.hash, shard_name.index, shard.path)
         raise ObjectNotFound(f"shard file of {shard_name.quoted} vanished") from None
-    byte_range = parse_range(request.headers.get("Range"), size)
+    byte_range = parse_range(range_header, size)
     first, last = byte_range or (0, size - 1)
-    headers = {"Content-Length": str(last - first + 1), "Accept-Ranges": "bytes"}
+    headers = {"Content-Type": "application/octet-stream",
+               "Content-Length": str(last - first + 1), "Accept-Ranges": "bytes"}
     if byte_range:
         headers["Content-Range"] = content_range(first, last, size)
 
@@ -60,8 +63,13 @@ def get_object(name: str) -> Response:
             node.storage.quarantine(shard.path)
             raise
 
-    return Response(body(), status=206 if byte_range else 200, headers=headers,
-                    mimetype="application/octet-stream")
+    return 206 if byte_range else 200, headers, body()
+
+
+@bp.get("/objects/<anypath:name>")
+def get_object(name: str) -> Response:
+    status, headers, body = serve_shard(_node(), name, request.headers.get("Range"))
+    return Response(body, status=status, headers=headers)
 
 
 @bp.delete("/objects/<anypath:name>")

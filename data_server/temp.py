@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Response, current_app, request
 
 from data_server import append
-from data_server.storage import ShardName
+from data_server.storage import ShardName, StoredShard
 from lib.errors import BadRequest
 from lib.headers import parse_size
 from lib.streams import iter_chunks
@@ -38,11 +38,10 @@ def post_temp(name: str) -> Response:
     has_body = _has_body()
     if declared is None and not has_body:
         raise BadRequest("the Size header is required to create an empty temp object")
-    size = parse_size(declared) if declared is not None else None
-    if request.args.get("commit") == "1" and size is not None:
-        shard = node.storage.store_shard(shard_name, size, iter_chunks(request.stream))
-        _publish(node, shard)
+    if request.args.get("commit") == "1" and declared is not None:
+        shard = store_and_publish(node, name, declared, request.stream)
         return Response(headers={"Shard-Hash": shard.shard_hash})
+    size = parse_size(declared) if declared is not None else None
     info = node.storage.create_temp(shard_name, size)
     if has_body:
         node.storage.write_whole_temp(info, iter_chunks(request.stream))
@@ -60,6 +59,15 @@ def put_temp(uuid: str) -> Response:
     shard = node.storage.commit_temp(uuid)
     _publish(node, shard)
     return Response(headers={"Shard-Hash": shard.shard_hash})
+
+
+def store_and_publish(node, name: str, size_header: str, stream) -> StoredShard:
+    """``POST /temp/<hash>.<i>?commit=1``: the whole shard from ``stream``, written,
+    verified, fsynced and published at once."""
+    shard = node.storage.store_shard(ShardName.parse(name), parse_size(size_header),
+                                     iter_chunks(stream))
+    _publish(node, shard)
+    return shard
 
 
 def _publish(node, shard) -> None:

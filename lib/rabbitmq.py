@@ -19,6 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pika
 import pika.exceptions
@@ -301,6 +303,8 @@ class QueueClient:
 
     def __init__(self, url: str, name: str):
         self._name = name
+        #: Runs consumed tasks, one at a time, while this thread keeps the connection alive.
+        self._helper: ThreadPoolExecutor | None = None
         params = pika.URLParameters(url)
         params.connection_attempts = 1
         params.socket_timeout = 5
@@ -324,6 +328,8 @@ class QueueClient:
 
     def close(self) -> None:
         """Close the connection; messages delivered and not acked go back to their queue."""
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
         if self._connection.is_open:
             try:
                 self._connection.close()
@@ -434,25 +440,22 @@ class QueueClient:
 
     def _run_pumping(self, handle: Handler, body: bytes,
                      redelivered: bool) -> list[Outgoing] | None:
-        result: dict[str, list[Outgoing]] = {}
-
-        def run() -> None:
-            try:
-                result["out"] = handle(body, redelivered)
-            except Exception:
-                log.exception("%s: task handler failed on %r", self._name, body[:200])
-
-        thread = threading.Thread(target=run, name=f"{self._name}-task", daemon=True)
-        thread.start()
+        """``handle(body, redelivered)`` on the helper thread, pumping heartbeats meanwhile;
+        None when the handler raised."""
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix=f"{self._name}-task")
+        future = self._helper.submit(handle, body, redelivered)
         try:
             while True:
-                thread.join(_POLL)
-                if not thread.is_alive():
-                    break
-                self._connection.process_data_events(time_limit=0)     # heartbeats
+                try:
+                    return future.result(_POLL)
+                except FutureTimeout:
+                    self._connection.process_data_events(time_limit=0)     # heartbeats
+                except Exception:
+                    log.exception("%s: task handler failed on %r", self._name, body[:200])
+                    return None
         finally:
-            thread.join()          # never let a lost connection start the task twice here
-        return result.get("out")
+            wait([future])         # never let a lost connection start the task twice here
 
     def delete(self, queues: list[str]) -> None:
         """Delete queues (missing ones are fine): tests and benchmarks clean up after

@@ -11,26 +11,27 @@ from lib import errors
 log = logging.getLogger(__name__)
 
 
-def register_error_table(app: Flask, table: dict[type, int]) -> None:
-    """Answer every ObjectStoreError with the status the table gives its class (else 500)."""
+def error_answer(exc: Exception, table: dict[type, int]) -> tuple[int, dict[str, str], str]:
+    """(status, headers, text body) for a store error: the status the table gives its class
+    or nearest base class, else 500.  Logged here, once."""
+    status = next((table[cls] for cls in type(exc).__mro__ if cls in table), 500)
+    if status >= 500:
+        log.warning("%s: %s", status, exc)
+    else:
+        log.info("%s: %s", status, exc)
+    headers = {}
+    if isinstance(exc, errors.RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size}"
+        headers["Accept-Ranges"] = "bytes"
+    return status, headers, f"{exc}\n"
 
-    def status_for(exc: Exception) -> int:
-        for cls in type(exc).__mro__:
-            if cls in table:
-                return table[cls]
-        return 500
+
+def register_error_table(app: Flask, table: dict[type, int]) -> None:
+    """Answer every ObjectStoreError by :func:`error_answer`."""
 
     def handle(exc: Exception) -> Response:
-        status = status_for(exc)
-        if status >= 500:
-            log.warning("%s: %s", status, exc)
-        else:
-            log.info("%s: %s", status, exc)
-        headers = {}
-        if isinstance(exc, errors.RangeNotSatisfiable):
-            headers["Content-Range"] = f"bytes */{exc.size}"
-            headers["Accept-Ranges"] = "bytes"
-        return Response(f"{exc}\n", status=status, mimetype="text/plain", headers=headers)
+        status, headers, text = error_answer(exc, table)
+        return Response(text, status=status, mimetype="text/plain", headers=headers)
 
     for cls in {errors.ObjectStoreError, *table}:
         app.register_error_handler(cls, handle)

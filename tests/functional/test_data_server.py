@@ -130,3 +130,58 @@ def test_abandoned_temp_objects_expire(client, root):
     assert storage.expire_temps(ttl=60) == 0
     assert storage.expire_temps(ttl=60, now=time.time() + 120) == 1
     assert not (root / "temp" / f"{info.uuid}.dat").exists()
+
+
+@pytest.fixture
+def flask_only(root):
+    """The same data server without its fast path: every request through the Flask views."""
+    app = create_app(Config(listen_address="127.0.1.1:1", storage_root=root), bus=None)
+    app.wsgi_app = app.wsgi_app._app
+    return app.test_client()
+
+
+def _answer(response) -> tuple:
+    headers = {k: response.headers.get(k) for k in ("Content-Length", "Content-Range",
+                                                    "Accept-Ranges", "Shard-Hash")}
+    return response.status_code, headers, response.get_data()
+
+
+def test_one_request_commit_and_shard_reads_answer_like_the_flask_views(client, flask_only,
+                                                                         root):
+    """The fast path (commit=1 POSTs, shard GET/HEAD) and the Flask views give the same
+    answers, errors included, and a refused upload leaves nothing behind."""
+    data = shard_bytes(BLOCK_SIZE + 100, index=2)
+    damaged = bytearray(data)
+    damaged[10] ^= 1
+    name = f"/temp/{quote_hash(HASH)}.2?commit=1"
+    record = layout.full_record_size()
+    for bad in ({"data": bytes(damaged), "headers": {"Size": str(len(data))}},
+                {"data": data, "headers": {"Size": str(len(data) + 1)}},
+                {"data": data, "headers": {"Size": "0x10"}}):
+        assert _answer(client.post(name, **bad)) == _answer(flask_only.post(name, **bad))
+        assert client.post(name, **bad).status_code == 400
+    assert _answer(client.post(f"/temp/{quote_hash(HASH)}.7?commit=1", data=data,
+                               headers={"Size": str(len(data))}))[0] == 400
+    assert list((root / "temp").iterdir()) == [] and list((root / "objects").iterdir()) == []
+
+    stored = client.post(name, data=data, headers={"Size": str(len(data))})
+    again = flask_only.post(name, data=data, headers={"Size": str(len(data))})
+    assert _answer(stored) == _answer(again)
+    assert stored.headers["Shard-Hash"] == sha256_b64(data)
+    assert [p.name for p in (root / "objects").iterdir()] == [
+        f"{quote_hash(HASH)}.2.{quote_hash(sha256_b64(data))}"]
+
+    shard = f"/objects/{quote_hash(HASH)}.2"
+    for headers in ({}, {"Range": f"bytes={record}-"}, {"Range": "bytes=-5"},
+                    {"Range": f"bytes={len(data)}-"}):
+        assert _answer(client.get(shard, headers=headers)) == _answer(
+            flask_only.get(shard, headers=headers))
+    assert client.get(shard).get_data() == data
+    assert client.get(shard, headers={"Range": f"bytes={len(data)}-"}).status_code == 416
+    head = client.head(shard)
+    assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data))
+    assert head.get_data() == b""
+    for missing in (f"/objects/{quote_hash(HASH)}.3", f"/objects/{quote_hash(HASH)}.9",
+                    "/objects/not-a-hash.0"):
+        assert _answer(client.get(missing)) == _answer(flask_only.get(missing))
+        assert client.head(missing).status_code in (400, 404)
