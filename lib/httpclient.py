@@ -215,6 +215,14 @@ def _check_text(text: str, what: str) -> str:
     return text
 
 
+def _declared_length(head: bytes) -> int:
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise ValueError("no Content-Length in the request head")
+
+
 #: Failures that show a pooled connection was closed by its server before it read a request.
 _CLOSED_UNREAD = (NoAnswer, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -241,7 +249,8 @@ class ConnectionPool:
         """Send a request and read its answer's head; the body is read from the Response.
 
         ``body`` bytes go with a Content-Length; an iterable streams either chunked or with
-        the Content-Length given in ``headers`` (which it must match).
+        the Content-Length given in ``headers``, which it must match (ValueError, and the
+        connection is closed, when it does not).
         """
         head = self._head(method, address, path, body, headers or {}, chunked)
         replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
@@ -345,6 +354,7 @@ class ConnectionPool:
                 sock.sendall(body)
         else:
             sock.sendall(head)
+            left = None if chunked else _declared_length(head)
             for chunk in body:
                 if not chunk:
                     continue
@@ -352,10 +362,15 @@ class ConnectionPool:
                     sock.sendall(b"%x\r\n" % len(chunk))
                     sock.sendall(chunk)
                     sock.sendall(b"\r\n")
-                else:
-                    sock.sendall(chunk)
+                    continue
+                left -= len(chunk)
+                if left < 0:        # the excess would be read as the next request
+                    raise ValueError("the body is longer than its Content-Length")
+                sock.sendall(chunk)
             if chunked:
                 sock.sendall(b"0\r\n\r\n")
+            elif left:
+                raise ValueError(f"the body ended {left} bytes short of its Content-Length")
 
     def _read_head(self, conn: _Connection, address: str, method: str) -> Response:
         file = conn.file

@@ -102,6 +102,25 @@ class DataServerClient:
             raise ObjectNotFound(f"{address}: {what}: 404 {text}")
         raise DataServerError(f"{what}: {response.status} {text}", address)
 
+    def _outcome(self, call: tuple, response: Response | Exception, stream: bool,
+                 then: Callable[[Response], object]):
+        """What one of :meth:`ConnectionPool.request_many`'s answers means: ``then(response)``
+        for a 2xx, else the ObjectStoreError it stands for (returned, not raised)."""
+        method, address, path = call[:3]
+        try:
+            if isinstance(response, (ProtocolError, OSError)):
+                raise DataServerError(f"{method} {path}: {response!r}", address) from response
+            if isinstance(response, Exception):
+                raise response
+            if not stream:
+                try:
+                    response.data
+                except (ProtocolError, OSError) as exc:
+                    raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
+            return then(self._check(response, address, f"{method} {path}"))
+        except ObjectStoreError as exc:
+            return exc
+
     # -- temp objects ------------------------------------------------------------------------
     def post_temp(self, address: str, quoted_name: str, size: int | None,
                   body: Iterable[bytes] | None = None) -> str:
@@ -211,29 +230,12 @@ class DataServerClient:
         or the error it met."""
         calls = [("GET", address, f"/objects/{name}", None, {"Range": f"bytes={first}-{last}"})
                  for address, name, first, last in ranges]
-        return [self._outcome(call, response, stream=True, then=lambda r, a=a, n=last - first: (
-                    ShardResponse(r, a, int(r.headers.get("Content-Length", n + 1)))))
-                for call, (a, _, first, last), response
-                in zip(calls, ranges, self._pool.request_many(calls))]
-
-    def _outcome(self, call: tuple, response: Response | Exception, stream: bool,
-                 then: Callable[[Response], object]):
-        """What one of :meth:`ConnectionPool.request_many`'s answers means: ``then(response)``
-        for a 2xx, else the ObjectStoreError it stands for (returned, not raised)."""
-        method, address, path = call[:3]
-        try:
-            if isinstance(response, (ProtocolError, OSError)):
-                raise DataServerError(f"{method} {path}: {response!r}", address) from response
-            if isinstance(response, Exception):
-                raise response
-            if not stream:
-                try:
-                    response.data
-                except (ProtocolError, OSError) as exc:
-                    raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
-            return then(self._check(response, address, f"{method} {path}"))
-        except ObjectStoreError as exc:
-            return exc
+        results = []
+        for call, (address, _, first, last), answer in zip(calls, ranges,
+                                                            self._pool.request_many(calls)):
+            results.append(self._outcome(call, answer, stream=True, then=lambda r: ShardResponse(
+                r, address, int(r.headers.get("Content-Length", last - first + 1)))))
+        return results
 
     def has_shard(self, address: str, quoted_name: str) -> bool:
         """Whether ``address`` still holds the shard (HEAD: nothing is read)."""

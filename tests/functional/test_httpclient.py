@@ -109,6 +109,11 @@ def test_streamed_bodies_with_length_and_chunked(server):
     assert srv.requests[-1][2]["transfer-encoding"] == "chunked"
     with pytest.raises(ValueError):
         pool.request("PUT", address, "/echo", body=iter(parts))     # neither length nor chunked
+    for wrong in ("70004", "70006"):                 # longer, shorter than the body
+        with pytest.raises(ValueError, match="Content-Length"):
+            pool.request("PUT", address, "/echo", body=iter(parts),
+                         headers={"Content-Length": wrong})
+    assert pool.request("GET", address, "/doc").data == b"doc!"
 
 
 def test_chunked_answer_streams_and_splits_lines(server):
