@@ -1,5 +1,7 @@
 """Reed-Solomon round trips: every way of losing or damaging up to PARITY_SHARDS shards."""
 import itertools
+import struct
+import zlib
 
 import pytest
 
@@ -105,3 +107,12 @@ def test_unseal_rejects_short_and_flipped_records():
         layout.unseal(record[:3])
     with pytest.raises(CorruptShard):
         layout.unseal(b"F" + record[1:])
+
+
+@pytest.mark.parametrize("fragment", [b"", b"x", bytes(range(256)) * 1025])
+def test_records_end_with_zlibs_crc32(fragment):
+    """The on-disk format is zlib's CRC-32, whichever library computes it."""
+    record = layout.seal(fragment)
+    assert record == fragment + struct.pack("<I", zlib.crc32(fragment))
+    if fragment:
+        assert bytes(layout.unseal(record)) == fragment
