@@ -120,7 +120,7 @@ def put_object(name: str) -> Response:
     name = object_name("/objects/")
     hash_ = parse_digest(request.headers.get("Digest"))
     size = request.content_length
-    chunks = HashingIter(iter_chunks(request.stream))
+    chunks = HashingIter(iter_chunks(request.stream, chunk_size=BLOCK_SIZE))   # no re-cutting
     if size is not None and size <= BLOCK_SIZE:
         block = b"".join(chunks)          # short: check the digest before storing anything
         _check_body(chunks, hash_, size)

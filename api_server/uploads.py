@@ -30,7 +30,7 @@ from api_server.objects import object_name
 from lib.errors import BadRequest, HashMismatch, SizeMismatch
 from lib.hashing import sha256_b64
 from lib.headers import parse_digest, parse_size
-from lib.rs.params import ALL_SHARDS, DATA_SHARDS
+from lib.rs.params import ALL_SHARDS, BLOCK_SIZE, DATA_SHARDS
 from lib.rs.resumable import Progress, Upload, UploadGone, create_upload
 from lib.secret import cluster_secret
 from lib.streams import iter_chunks
@@ -138,7 +138,7 @@ def _piece_offset() -> int:
 def _client_body(state: dict):
     """The request body; a client that goes away just ends it (what arrived is kept)."""
     try:
-        yield from iter_chunks(request.stream)
+        yield from iter_chunks(request.stream, chunk_size=BLOCK_SIZE)
     except Exception as exc:          # werkzeug ClientDisconnected, socket errors
         state["cut"] = exc
         log.info("client sending a piece went away: %s", exc)

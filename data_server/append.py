@@ -35,7 +35,8 @@ class OffsetConflict(Conflict):
 
 def patch_temp(storage, uuid: str) -> Response:
     offset = request.headers.get("Temp-Offset")
-    chunks: Iterable[bytes] = iter_chunks(request.stream)
+    chunks: Iterable[bytes] = iter_chunks(request.stream,
+                                          chunk_size=layout.full_record_size())
     if offset is not None:
         info = storage.temp_info(uuid)
         chunks = _records_at(chunks, storage.temp / f"{uuid}.dat",
