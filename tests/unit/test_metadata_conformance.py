@@ -464,6 +464,46 @@ def test_open_store_sqlite_creates_parent_dirs(tmp_path: Path) -> None:
         assert store.check() == f"sqlite:{path}"
 
 
+def test_sqlite_group_commit_fails_a_refused_version_alone(tmp_path: Path) -> None:
+    """Versions committed together: one the database refuses fails on its own, the rest of
+    its batch is written, and a batch whose commit fails fails as a whole."""
+    import sqlite3
+
+    from lib.metadata.sqlite import _PendingVersion
+
+    path = tmp_path / "md.db"
+    with SqliteStore(path) as store:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON versions "
+                         "WHEN NEW.name = 'refused' BEGIN SELECT RAISE(ABORT, 'no'); END")
+        batch = [_PendingVersion(n, 1, b64hash(n.encode())) for n in ("a", "refused", "a")]
+        store._commit_batch(batch)
+        assert [p.version for p in batch] == [1, 0, 2]
+        assert batch[0].error is None and isinstance(batch[1].error, MetadataError)
+        assert [m.version for m in store.versions("a")] == [1, 2]
+        assert store.versions("refused") == []
+
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")             # nobody else can write meanwhile
+        try:
+            original = store._open
+
+            def impatient():
+                conn = original()
+                conn.execute("PRAGMA busy_timeout=50")
+                return conn
+
+            store._idle.clear()
+            store._open = impatient
+            batch = [_PendingVersion("b", 1, b64hash(b"b"))]
+            store._commit_batch(batch)
+            assert isinstance(batch[0].error, MetadataError)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert store.add_version("b", 1, b64hash(b"b")).version == 1
+
+
 def test_open_store_elasticsearch_is_lazy_and_reports_unreachable() -> None:
     # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
     store = open_store(Config(es_server="127.0.0.1:9", es_index="x", http_timeout=2))
