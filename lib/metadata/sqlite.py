@@ -224,6 +224,14 @@ class SqliteStore(MetadataStore):
                     return
             try:
                 self._commit_batch(batch)
+            except BaseException:            # interrupted: fail the waiting, let others lead
+                with self._lock:
+                    waiting, self._pending = self._pending, []
+                    self._committing = False
+                for pending in waiting:
+                    pending.error = MetadataError(f"sqlite:{self._path}: commit interrupted")
+                    pending.done.set()
+                raise
             finally:
                 for pending in batch:
                     pending.done.set()
