@@ -215,8 +215,9 @@ class TaskQueues:
             return [self._dead(task, f"permanent failure: {exc}")]
         except Exception as exc:
             return [self._after_failure(task, f"{type(exc).__name__}: {exc}")]
-        log.info("task %s %s done in %.2fs", task.id, task.describe(),
-                 time.monotonic() - started)
+        # One "stored" event per PUT: the api server's log already has that line.
+        log.log(logging.DEBUG if task.kind == "stored" else logging.INFO,
+                "task %s %s done in %.2fs", task.id, task.describe(), time.monotonic() - started)
         return []
 
     def _after_failure(self, task: Task, error: str) -> Outgoing:
