@@ -9,6 +9,7 @@ STATUS = {
     errors.Conflict: 409,
     errors.RangeNotSatisfiable: 416,
     errors.NotEnoughDataServers: 503,
+    errors.ContentGone: 503,
     errors.DataServerError: 502,
     errors.CorruptShard: 503,
     MetadataError: 503,

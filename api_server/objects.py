@@ -15,8 +15,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from flask import Blueprint, Response, current_app, request
 
 from api_server import encoding
-from lib.errors import (BadRequest, HashMismatch, InvalidName, NotEnoughDataServers,
-                        ObjectNotFound, ObjectStoreError, SizeMismatch)
+from lib.errors import (BadRequest, ContentGone, HashMismatch, InvalidName,
+                        NotEnoughDataServers, ObjectNotFound, ObjectStoreError, SizeMismatch)
 from lib.hashing import HashingIter
 from lib.headers import content_range, parse_digest, parse_range
 from lib.metadata import Metadata
@@ -129,6 +129,9 @@ def put_object(name: str) -> Response:
         for _ in chunks:                 # dedup: store nothing, but check the body all the same
             pass
         _check_body(chunks, hash_, size)
+        if not _is_stored(api, hash_):   # its last version deleted and collected meanwhile
+            raise ContentGone(f"content {hash_} was removed while the body arrived; "
+                              "send it again")
         missing = []
     else:
         missing = _store(api, hash_, size, chunks)

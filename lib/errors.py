@@ -49,6 +49,10 @@ class NotEnoughDataServers(ObjectStoreError):
     """Too few live data servers (or shards) to do what was asked."""
 
 
+class ContentGone(ObjectStoreError):
+    """Content a PUT meant to share was collected while its body arrived: send it again."""
+
+
 class DataServerError(ObjectStoreError):
     """A data server failed or answered something unexpected."""
 

@@ -44,3 +44,18 @@ def test_health_and_methods(client):
     assert client.post("/versions/a").status_code == 405
     assert client.get("/locate/nothash").status_code == 400
     assert client.get("/objects/a", query_string={"version": "x"}).status_code == 400
+
+
+def test_dedup_put_fails_when_the_content_went_away_meanwhile(client, monkeypatch):
+    """A large PUT of known content stores nothing; if that content loses its last version and
+    is collected while the body arrives, the PUT must not point a version at it: 503, retry."""
+    import api_server.objects as objects
+    from lib.rs.params import BLOCK_SIZE
+
+    answers = iter([True, False])
+    monkeypatch.setattr(objects, "_is_stored", lambda api, hash_: next(answers))
+    data = bytes(BLOCK_SIZE + 1)
+    response = client.put("/objects/a", data=data,
+                          headers={"Digest": f"SHA-256={sha256_b64(data)}"})
+    assert response.status_code == 503 and b"send it again" in response.data
+    assert client.get("/versions/a").data == b""
