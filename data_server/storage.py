@@ -33,6 +33,8 @@ from lib.streams import iter_chunks, rechunk
 
 log = logging.getLogger(__name__)
 
+#: Seconds without a write after which a temp object past its lifetime is abandoned.
+IDLE_GRACE = 600.0
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -287,15 +289,27 @@ class Storage:
         self._dat_path(uuid).unlink(missing_ok=True)
 
     def expire_temps(self, ttl: float, now: float | None = None) -> int:
-        """Remove temp objects older than ``ttl`` seconds; returns how many."""
+        """Remove temp objects created more than ``ttl`` seconds ago (an upload token lives
+        that long) that no write touched for ``min(ttl, IDLE_GRACE)`` seconds (a long
+        streaming upload is still writing); returns how many.
+
+        So an abandoned upload goes soon after its token expires, not a whole ``ttl`` after
+        its last write.  A ``.dat`` without its ``.json`` (a one-request store cut short)
+        counts as created when it was last written.
+        """
         now = time.time() if now is None else now
+        idle = min(ttl, IDLE_GRACE)
         removed = 0
         for path in self.temp.glob("*.dat"):
             try:
-                age = now - path.stat().st_mtime
+                written = path.stat().st_mtime
             except FileNotFoundError:
                 continue
-            if age > ttl:
+            try:
+                created = self.temp_info(path.stem).created
+            except (ObjectNotFound, ValueError, KeyError):
+                created = written
+            if now - created > ttl and now - written > idle:
                 self.delete_temp(path.stem)
                 removed += 1
         return removed

@@ -132,6 +132,31 @@ def test_abandoned_temp_objects_expire(client, root):
     assert not (root / "temp" / f"{info.uuid}.dat").exists()
 
 
+def test_temp_objects_go_when_their_token_expires_unless_still_written(root):
+    """Expiry counts from creation (an upload token's lifetime), not from the last write, so
+    an abandoned upload is gone soon after its token; one still being written is kept."""
+    import os
+
+    from data_server.storage import IDLE_GRACE, ShardName, Storage
+    storage = Storage(root)
+    ttl, now = 3600.0, time.time()
+    info = storage.create_temp(ShardName(HASH, 0), 10)
+    dat = root / "temp" / f"{info.uuid}.dat"
+    os.utime(dat, (now - 2 * IDLE_GRACE, now - 2 * IDLE_GRACE))   # last written long ago
+    assert storage.expire_temps(ttl, now=now + ttl - 1) == 0          # token still valid
+    assert storage.expire_temps(ttl, now=now + ttl + 1) == 1          # token expired: gone
+    busy = storage.create_temp(ShardName(HASH, 1), 10)
+    busy_dat = root / "temp" / f"{busy.uuid}.dat"
+    os.utime(busy_dat, (now + 2 * ttl, now + 2 * ttl))                # written just now
+    assert storage.expire_temps(ttl, now=now + 2 * ttl + 1) == 0
+    assert storage.expire_temps(ttl, now=now + 2 * ttl + IDLE_GRACE + 1) == 1
+    orphan = root / "temp" / "0c8e2b8e-6f1e-4f55-9d7a-0e0f4b7a1c11.dat"  # no .json
+    orphan.write_bytes(b"x")
+    os.utime(orphan, (now, now))
+    assert storage.expire_temps(ttl, now=now + ttl + IDLE_GRACE + 1) == 1
+    assert list((root / "temp").iterdir()) == []
+
+
 @pytest.fixture
 def flask_only(root):
     """The same data server without its fast path: every request through the Flask views."""
