@@ -97,9 +97,30 @@ def client(cluster) -> Client:
     return Client(cluster)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "call" and outcome.get_result().failed:
+        item.tessera_failed = True
+
+
+def _print_trouble(cluster: Cluster, lines: int = 30) -> None:
+    """The last warnings and errors of each api server and worker, for a failed test."""
+    for node in cluster.api + cluster.workers:
+        try:
+            text = node.log_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            continue
+        trouble = [line[:300] for line in text
+                   if " WARNING " in line or " ERROR " in line or "Error" in line]
+        print(f"--- {node.name} {node.address}: last {lines} warnings/errors")
+        print("\n".join(trouble[-lines:]))
+
+
 @pytest.fixture
-def make_cluster(tmp_path):
-    """Factory for a private cluster a test may damage; stopped at teardown."""
+def make_cluster(tmp_path, request):
+    """Factory for a private cluster a test may damage; stopped at teardown (printing the
+    api servers' and workers' warnings first when the test failed)."""
     made: list[Cluster] = []
 
     def make(**kwargs) -> Cluster:
@@ -110,6 +131,8 @@ def make_cluster(tmp_path):
 
     yield make
     for c in made:
+        if getattr(request.node, "tessera_failed", False):
+            _print_trouble(c)
         _teardown(c)
 
 
