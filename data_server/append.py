@@ -22,7 +22,7 @@ from flask import Response, request
 from lib.errors import Conflict
 from lib.headers import parse_size
 from lib.rs import layout
-from lib.streams import iter_chunks, rechunk
+from lib.streams import rechunk
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ class OffsetConflict(Conflict):
 
 def patch_temp(storage, uuid: str) -> Response:
     offset = request.headers.get("Temp-Offset")
-    chunks: Iterable[bytes] = iter_chunks(request.stream,
-                                          chunk_size=layout.full_record_size())
+    chunks: Iterable[bytes] = layout.iter_records(request.stream)
     if offset is not None:
         info = storage.temp_info(uuid)
         chunks = _records_at(chunks, storage.temp / f"{uuid}.dat",

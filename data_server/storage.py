@@ -275,7 +275,7 @@ class Storage:
     def _verify_file(self, dat: Path, uuid: str) -> str:
         sha = hashlib.sha256()
         with open(dat, "rb") as f:
-            for record in iter_chunks(f, chunk_size=layout.full_record_size()):
+            for record in layout.iter_records(f):
                 try:
                     layout.unseal(record)
                 except CorruptShard:

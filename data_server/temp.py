@@ -9,7 +9,6 @@ HEAD/GET read it back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, request
 
@@ -47,7 +46,7 @@ def post_temp(name: str) -> Response:
     size = parse_size(declared) if declared is not None else None
     info = node.storage.create_temp(shard_name, size)
     if has_body:
-        node.storage.write_whole_temp(info, _records(request.stream))
+        node.storage.write_whole_temp(info, layout.iter_records(request.stream))
     return Response(info.uuid, mimetype="text/plain")
 
 
@@ -68,14 +67,9 @@ def store_and_publish(node, name: str, size_header: str, stream) -> StoredShard:
     """``POST /temp/<hash>.<i>?commit=1``: the whole shard from ``stream``, written,
     verified, fsynced and published at once."""
     shard = node.storage.store_shard(ShardName.parse(name), parse_size(size_header),
-                                     _records(stream))
+                                     layout.iter_records(stream))
     _publish(node, shard)
     return shard
-
-
-def _records(stream) -> Iterator[bytes]:
-    """A shard body read one record at a time: the verifier need not re-cut (copy) it."""
-    return iter_chunks(stream, chunk_size=layout.full_record_size())
 
 
 def _publish(node, shard) -> None:

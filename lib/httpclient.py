@@ -210,7 +210,7 @@ def _read_line(file) -> bytes:
 
 
 def _check_text(text: str, what: str) -> str:
-    if any(ord(c) <= 0x20 or ord(c) >= 0x7f for c in text):
+    if not (text.isascii() and text.isprintable()) or " " in text:
         raise ValueError(f"{what} has a space, control or non-ASCII character: {text!r}")
     return text
 

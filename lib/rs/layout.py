@@ -19,12 +19,14 @@ server), every byte of a GET twice more.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from isal.isal_zlib import crc32
 
 from lib.errors import CorruptShard
 from lib.rs.codec import get_codec
 from lib.rs.params import BLOCK_SIZE
+from lib.streams import iter_chunks
 
 CRC_SIZE = 4
 _CRC = struct.Struct("<I")
@@ -71,6 +73,12 @@ def unseal(record: bytes | memoryview) -> memoryview:
     if crc32(fragment) != expected:
         raise CorruptShard("record checksum mismatch")
     return fragment
+
+
+def iter_records(stream) -> Iterator[bytes]:
+    """A shard's bytes from ``stream`` one whole record a read (the last may be short), so
+    nothing has to re-cut (copy) them before they are checked."""
+    return iter_chunks(stream, chunk_size=full_record_size())
 
 
 def read_record(stream, length: int) -> memoryview:
