@@ -108,15 +108,13 @@ class DataServerClient:
         for a 2xx, else the ObjectStoreError it stands for (returned, not raised)."""
         method, address, path = call[:3]
         try:
-            if isinstance(response, (ProtocolError, OSError)):
-                raise DataServerError(f"{method} {path}: {response!r}", address) from response
-            if isinstance(response, Exception):
-                raise response
-            if not stream:
-                try:
+            try:
+                if isinstance(response, Exception):
+                    raise response
+                if not stream:
                     response.data
-                except (ProtocolError, OSError) as exc:
-                    raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
+            except (ProtocolError, OSError) as exc:
+                raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
             return then(self._check(response, address, f"{method} {path}"))
         except ObjectStoreError as exc:
             return exc
