@@ -202,7 +202,8 @@ def get_object(name: str) -> Response:
             stream.close()               # also when the client went away mid-body
             missing = [i for i in range(ALL_SHARDS) if i not in locations]
             if missing or stream.failed:
-                api.request_repair(meta.hash, meta.size, missing, stream.failed)
+                api.request_repair(meta.hash, meta.size, sorted({*missing, *stream.failed}),
+                                   stream.damaged)
             elif cached:
                 api.repairer.check_unread(meta.hash, meta.size, {
                     i: a for i, a in locations.items() if i not in stream.opened})

@@ -61,6 +61,10 @@ class DataServerError(ObjectStoreError):
         self.address = address
 
 
+class Refused(DataServerError):
+    """The data server answered, refusing the request (a 4xx status other than 404)."""
+
+
 class CorruptShard(ObjectStoreError):
     """A shard's bytes do not match their checksum."""
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 
 from lib.errors import (Conflict, DataServerError, InvalidHash, ObjectNotFound,
-                        ObjectStoreError)
+                        ObjectStoreError, Refused)
 from lib.hashing import quote_hash, validate_hash
 from lib.httpclient import ConnectionPool, ProtocolError, Response
 from lib.streams import read_exact
@@ -100,7 +100,8 @@ class DataServerClient:
         response.release_conn()
         if response.status == 404:
             raise ObjectNotFound(f"{address}: {what}: 404 {text}")
-        raise DataServerError(f"{what}: {response.status} {text}", address)
+        error = Refused if 400 <= response.status < 500 else DataServerError
+        raise error(f"{what}: {response.status} {text}", address)
 
     def _outcome(self, call: tuple, response: Response | Exception, stream: bool,
                  then: Callable[[Response], object]):

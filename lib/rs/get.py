@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from lib.errors import CorruptShard, NotEnoughDataServers, ObjectNotFound, ObjectStoreError
+from lib.errors import (CorruptShard, NotEnoughDataServers, ObjectNotFound, ObjectStoreError,
+                        Refused)
 from lib.hashing import quote_hash
 from lib.objectstream import DataServerClient, ShardResponse
 from lib.rs import layout
@@ -53,7 +54,12 @@ class RSGetStream:
         self._stop = self.last // BLOCK_SIZE
         self._quoted = quote_hash(hash_)
         self._readers: dict[int, _ShardReader] = {}
+        #: Shard index -> address of every copy that could not be read.
         self.failed: dict[int, str] = {}
+        #: Of those, the copies their server showed bad (corrupt, missing, or refused with a
+        #: 4xx): a repair retires them.  A copy whose server did not answer, or failed with a
+        #: 5xx, may be fine and is left alone.
+        self.damaged: dict[int, str] = {}
         #: Shard indexes this stream asked a data server for (read, or failed).
         self.opened: set[int] = set()
         self._spare = sorted(locations, key=lambda i: (i >= DATA_SHARDS, i))
@@ -81,8 +87,9 @@ class RSGetStream:
 
     def _fail(self, index: int, error: Exception) -> None:
         address = self._locations.get(index, "?")
-        if isinstance(error, ObjectNotFound | CorruptShard):
+        if isinstance(error, ObjectNotFound | CorruptShard | Refused):
             log.warning("shard %s.%d on %s is damaged: %s", self._quoted, index, address, error)
+            self.damaged[index] = address
         else:
             log.warning("shard %s.%d on %s failed: %s", self._quoted, index, address, error)
         self.failed[index] = address

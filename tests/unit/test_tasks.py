@@ -11,7 +11,7 @@ import pytest
 from api_server import ApiServer
 from lib.collector import OrphanCollector, local_shards, purge_local_garbage
 from lib.objectstream import ShardInfo
-from lib.errors import DataServerError, ObjectNotFound
+from lib.errors import CorruptShard, DataServerError, ObjectNotFound, Refused
 from lib.hashing import quote_hash, sha256_b64
 from lib.metadata import MetadataError
 from lib.rs import layout
@@ -287,8 +287,9 @@ def encode_shards(data: bytes) -> list[bytes]:
 
 
 class MemoryShard:
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, address: str = ""):
         self._data, self._pos = data, 0
+        self.address = address
 
     def read(self, size: int) -> bytes:
         chunk = self._data[self._pos:self._pos + size]
@@ -310,7 +311,7 @@ class MemoryClient:
         index = int(quoted_name.rsplit(".", 1)[1])
         if index not in self.shards:
             return ObjectNotFound(f"{address}: no shard {index}")
-        return MemoryShard(self.shards[index][first:last + 1])
+        return MemoryShard(self.shards[index][first:last + 1], address)
 
 
 DATA = os.urandom(2 * BLOCK_SIZE + 1234)
@@ -379,3 +380,34 @@ def test_pacer_without_limit_never_sleeps():
     pacer = Pacer(0, clock=lambda: 0.0, sleep=lambda s: pytest.fail("slept"))
     for _ in range(3):
         pacer.wait()
+
+
+class FlakyClient(MemoryClient):
+    """Shard 0's server does not answer; shard 1's server answers with ``refusal``."""
+
+    def __init__(self, shards, refusal):
+        super().__init__(shards)
+        self.refusal = refusal
+
+    def _open(self, address, quoted_name, first, last):
+        index = int(quoted_name.rsplit(".", 1)[1])
+        if index == 0:
+            return DataServerError("GET: ConnectionRefusedError(111)", address)
+        if index == 1:
+            return self.refusal
+        return super()._open(address, quoted_name, first, last)
+
+
+@pytest.mark.parametrize("refusal", [ObjectNotFound("no shard 1"),
+                                     Refused("GET: 416 range not satisfiable", "a:1"),
+                                     CorruptShard("record checksum mismatch")])
+def test_a_read_reports_as_damaged_only_copies_shown_bad(refusal):
+    """A GET's repair retires the copies it reports damaged, so a copy whose server merely
+    did not answer (it may be fine) must not be among them."""
+    from lib.rs.get import RSGetStream
+
+    stream = RSGetStream(FlakyClient(dict(enumerate(SHARDS)), refusal), LOCATIONS,
+                         sha256_b64(DATA), len(DATA))
+    assert b"".join(stream) == DATA
+    assert stream.failed == {0: LOCATIONS[0], 1: LOCATIONS[1]}
+    assert stream.damaged == {1: LOCATIONS[1]}
