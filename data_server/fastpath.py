@@ -17,6 +17,7 @@ from werkzeug.wsgi import get_input_stream
 
 from data_server import errors
 from data_server.objects import serve_shard
+from data_server.storage import ShardName
 from data_server.temp import store_and_publish
 from lib.errors import ObjectStoreError
 from lib.webapp import error_answer
@@ -62,7 +63,7 @@ class FastPath:
         return body
 
     def _commit(self, environ: dict, name: str):
-        shard = store_and_publish(self._node, name, environ["HTTP_SIZE"],
+        shard = store_and_publish(self._node, ShardName.parse(name), environ["HTTP_SIZE"],
                                   get_input_stream(environ))
         return 200, {"Content-Type": "text/plain", "Content-Length": "0",
                      "Shard-Hash": shard.shard_hash}, []

@@ -41,7 +41,7 @@ def post_temp(name: str) -> Response:
     if declared is None and not has_body:
         raise BadRequest("the Size header is required to create an empty temp object")
     if request.args.get("commit") == "1" and declared is not None:
-        shard = store_and_publish(node, name, declared, request.stream)
+        shard = store_and_publish(node, shard_name, declared, request.stream)
         return Response(headers={"Shard-Hash": shard.shard_hash})
     size = parse_size(declared) if declared is not None else None
     info = node.storage.create_temp(shard_name, size)
@@ -63,10 +63,10 @@ def put_temp(uuid: str) -> Response:
     return Response(headers={"Shard-Hash": shard.shard_hash})
 
 
-def store_and_publish(node, name: str, size_header: str, stream) -> StoredShard:
+def store_and_publish(node, shard_name: ShardName, size_header: str, stream) -> StoredShard:
     """``POST /temp/<hash>.<i>?commit=1``: the whole shard from ``stream``, written,
     verified, fsynced and published at once."""
-    shard = node.storage.store_shard(ShardName.parse(name), parse_size(size_header),
+    shard = node.storage.store_shard(shard_name, parse_size(size_header),
                                      layout.iter_records(stream))
     _publish(node, shard)
     return shard
