@@ -256,8 +256,9 @@ class Storage:
             os.fsync(f.fileno())
         return size
 
-    def commit_temp(self, uuid: str) -> StoredShard:
-        """Publish a complete temp object into ``objects/`` (atomic rename, then dir fsync)."""
+    def commit_temp(self, uuid: str, object_hash: str | None = None) -> StoredShard:
+        """Publish a complete temp object into ``objects/`` (atomic rename, then dir fsync),
+        as a shard of ``object_hash`` when given instead of the object it was created for."""
         info = self.temp_info(uuid)
         dat = self._dat_path(uuid)
         size = dat.stat().st_size
@@ -266,6 +267,8 @@ class Storage:
             raise SizeMismatch(f"temp object {uuid} has {size} of {info.size} bytes")
         shard_hash = info.shard_hash or self._verify_file(dat, uuid)
         name = ShardName.parse(info.name)
+        if object_hash is not None:
+            name = ShardName(object_hash, name.index)
         target = self.shard_path(name, shard_hash)
         os.replace(dat, target)
         self._info_path(uuid).unlink(missing_ok=True)

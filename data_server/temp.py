@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, request
 from data_server import append
 from data_server.storage import ShardName, StoredShard
 from lib.errors import BadRequest
+from lib.hashing import validate_hash
 from lib.headers import parse_size
 from lib.rs import layout
 from lib.streams import iter_chunks
@@ -57,8 +58,11 @@ def patch_temp(uuid: str) -> Response:
 
 @bp.put("/temp/<uuid>")
 def put_temp(uuid: str) -> Response:
+    """Commit; ``Object-Hash`` publishes it as a shard of that object instead (its hash was
+    known only once the body had been sent)."""
     node = _node()
-    shard = node.storage.commit_temp(uuid)
+    final = request.headers.get("Object-Hash")
+    shard = node.storage.commit_temp(uuid, validate_hash(final) if final else None)
     _publish(node, shard)
     return Response(headers={"Shard-Hash": shard.shard_hash})
 

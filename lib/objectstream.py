@@ -212,9 +212,14 @@ class DataServerClient:
                               then=lambda r: r.headers.get("Shard-Hash", ""))
                 for call, response in zip(calls, self._pool.request_many(calls))]
 
-    def commit_temp(self, address: str, uuid: str) -> str:
-        """Publish the temp object; returns the shard hash the data server computed."""
-        response = self._request("PUT", address, f"/temp/{uuid}")
+    def commit_temp(self, address: str, uuid: str, object_hash: str | None = None) -> str:
+        """Publish the temp object; returns the shard hash the data server computed.
+
+        :param object_hash: publish it as a shard of this object instead of the one it was
+            created for (content whose hash was known only after its body was sent).
+        """
+        headers = {"Object-Hash": object_hash} if object_hash else None
+        response = self._request("PUT", address, f"/temp/{uuid}", headers=headers)
         return self._check(response, address, f"PUT /temp/{uuid}").headers.get("Shard-Hash", "")
 
     def delete_temp(self, address: str, uuid: str) -> None:

@@ -154,8 +154,9 @@ class _ShardSender:
         except Exception as exc:
             self.error = exc
 
-    def resend_and_commit(self) -> bool:
-        """After a failed commit: send the whole shard to another server and commit it there.
+    def resend_and_commit(self, final_hash: str | None = None) -> bool:
+        """After a failed commit: send the whole shard to another server and commit it there
+        (under ``final_hash`` when given, as :meth:`RSPutStream.commit` does).
 
         Possible only for shards short enough to be kept whole (REPLAY_RECORDS records).
         """
@@ -169,7 +170,7 @@ class _ShardSender:
             try:
                 self.uuid = self._client.post_temp(replacement, self.quoted_name, self._size,
                                                    list(self._replay))
-                self._client.commit_temp(replacement, self.uuid)
+                self._client.commit_temp(replacement, self.uuid, final_hash)
             except DataServerError as exc:
                 log.warning("%s failed too: %s", replacement, exc)
                 continue
@@ -249,10 +250,16 @@ class RSPutStream:
         self._live()
         self._finished = True
 
-    def commit(self) -> dict[int, str]:
-        """Publish every written shard; returns shard index -> address of those committed."""
+    def commit(self, final_hash: str | None = None) -> dict[int, str]:
+        """Publish every written shard; returns shard index -> address of those committed.
+
+        :param final_hash: the content hash, when the shards were streamed under a
+            provisional name because it was not known before the body ended: the data
+            servers publish them under this one.
+        """
         live = self._live()
-        results = run_parallel((self._client.commit_temp, s.address, s.uuid)
+        self._final_hash = final_hash
+        results = run_parallel((self._client.commit_temp, s.address, s.uuid, final_hash)
                                for s in live.values())
         failed = {}
         for (i, sender), result in zip(live.items(), results):
@@ -261,7 +268,7 @@ class RSPutStream:
                 sender.error = result
             else:
                 self.committed[i] = sender.address
-        retried = run_parallel((s.resend_and_commit,) for s in failed.values())
+        retried = run_parallel((s.resend_and_commit, final_hash) for s in failed.values())
         for (i, sender), ok in zip(failed.items(), retried):
             if ok is True:
                 self.committed[i] = sender.address
