@@ -1,11 +1,16 @@
-"""/objects/<name>: PUT stores a new version, GET reads one back, DELETE adds a delete marker.
+"""/objects/<name>: the book's PUT, GET and DELETE, on the book bucket of the object layer.
 
-PUT streams the body through SHA-256 and the encoder straight to six data servers; nothing
-is committed unless the digest matches, and the version is written only after at least
-``write_quorum`` shards are committed (BOOK W5, W6, W9).  Content already stored is not
-stored again (dedup), but its body is still checked against the digest.
-GET reads from any DATA_SHARDS shards, only the blocks a Range needs, and answers an error
-status before sending a byte when the object cannot be read (BOOK W15, W16).
+A thin translator: the object layer stores, deduplicates, reads and repairs; this module maps
+the book's headers to it and its answers back.
+
+* PUT needs ``Digest: SHA-256=<base64>``; the body is checked against it before anything is
+  committed (BOOK W5, W6, W9).  ``If-None-Match: *`` (create only), ``If-Match: "<hash>"``
+  (replace only that content) and ``If-Version: <n>`` (replace only version n) make it
+  conditional: 412 when the condition fails, checked atomically with the version write.
+* GET reads only the blocks a Range needs, answers an error status before sending a byte when
+  the object cannot be read (BOOK W15, W16), and gzips when the client accepts it
+  (``api_server/encoding.py``).  ``?version=N`` names a version by its number.
+* DELETE adds a delete marker (404 if there is no object to delete).
 """
 from __future__ import annotations
 
@@ -15,15 +20,11 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from flask import Blueprint, Response, current_app, request
 
 from api_server import encoding
-from lib.errors import (BadRequest, ContentGone, HashMismatch, InvalidName,
-                        NotEnoughDataServers, ObjectNotFound, ObjectStoreError, SizeMismatch)
-from lib.hashing import HashingIter
-from lib.headers import content_range, parse_digest, parse_range
-from lib.metadata import Metadata
-from lib.rs.get import RSGetStream
-from lib.rs.params import ALL_SHARDS, BLOCK_SIZE, DATA_SHARDS
-from lib.rs.put import RSPutStream, put_short_object
-from lib.streams import iter_chunks, rechunk
+from api_server.body import client_body
+from lib.errors import BadRequest, HashMismatch, InvalidName, NoSuchKey, NoSuchVersion
+from lib.headers import content_range, parse_digest, parse_etags
+from lib.metadata import MAX_SIZE, Version, WriteCondition
+from lib.objects import Expect
 
 log = logging.getLogger(__name__)
 bp = Blueprint("objects", __name__)
@@ -62,56 +63,40 @@ def object_name(prefix: str, required: bool = True) -> str:
     return name
 
 
-def _version_arg() -> int | None:
-    raw = request.args.get("version")
-    if raw is None or raw == "0":
-        return None
-    if not raw.isdigit():
-        raise BadRequest(f"version must be a positive integer, got {raw!r}")
+def int_arg(name: str, default: int | None = None, minimum: int = 0) -> int | None:
+    """A decimal query parameter in [minimum, 2**63): 400 otherwise (BOOK API ranges)."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) > MAX_SIZE or int(raw) < minimum:
+        raise BadRequest(f"{name} must be an integer from {minimum} to {MAX_SIZE}, got {raw!r}")
     return int(raw)
 
 
-def _targets(api) -> tuple[list[str], int]:
-    quorum = min(api.config.write_quorum, ALL_SHARDS)
-    targets = api.registry.choose(ALL_SHARDS)
-    if len(targets) < quorum:
-        raise NotEnoughDataServers(
-            f"{len(targets)} live data servers; a PUT needs at least {quorum}")
-    return targets, quorum
+def _version_arg() -> int | None:
+    version = int_arg("version")
+    return None if version == 0 else version
 
 
-def _store_short(api, hash_: str, block: bytes) -> list[int]:
-    """Store a body of at most one block, digest already checked; returns missing shards."""
-    targets, quorum = _targets(api)
-    committed = put_short_object(api.client, api.registry, targets, hash_, block, quorum)
-    api.locator.remember(hash_, committed)
-    return [i for i in range(ALL_SHARDS) if i not in committed]
-
-
-def _store(api, hash_: str, size: int | None, chunks: HashingIter) -> list[int]:
-    """Encode and commit the body; returns the shard indexes left missing (< quorum: raise)."""
-    targets, quorum = _targets(api)
-    with RSPutStream(api.client, dict(enumerate(targets)), hash_, size, quorum,
-                     api.registry) as put:
-        for block in rechunk(chunks, BLOCK_SIZE):
-            put.write(block)
-        put.finish(api.config.http_timeout)
-        _check_body(chunks, hash_, size)
-        committed = put.commit()
-    api.locator.remember(hash_, committed)
-    return [i for i in range(ALL_SHARDS) if i not in committed]
-
-
-def _check_body(chunks: HashingIter, hash_: str, size: int | None) -> None:
-    if size is not None and chunks.size != size:
-        raise SizeMismatch(f"body has {chunks.size} bytes, Content-Length said {size}")
-    if chunks.b64() != hash_:
-        raise HashMismatch(f"body hashes to SHA-256={chunks.b64()}, Digest said {hash_}")
-
-
-def _is_stored(api, hash_: str) -> bool:
-    """Dedup check: the metadata store first (no broadcast for new content, BOOK W1)."""
-    return api.metadata.has_hash(hash_) and len(api.locator.locate(hash_)) >= DATA_SHARDS
+def write_condition() -> WriteCondition | None:
+    """The book PUT's preconditions: If-None-Match: *, If-Match: "<hash>", If-Version: n."""
+    none_match = parse_etags(request.headers.get("If-None-Match"))
+    match = parse_etags(request.headers.get("If-Match"))
+    raw_version = request.headers.get("If-Version")
+    if none_match is None and match is None and raw_version is None:
+        return None
+    if none_match is not None and none_match != ["*"]:
+        raise BadRequest("If-None-Match on a PUT must be *")
+    if match is not None and len(match) != 1:
+        raise BadRequest('If-Match on a PUT names one content: If-Match: "<hash>"')
+    number = None
+    if raw_version is not None:
+        if not raw_version.strip().isdigit() or not 0 < int(raw_version) <= MAX_SIZE:
+            raise BadRequest(f"If-Version must be a version number, got {raw_version!r}")
+        number = int(raw_version)
+    hash_ = match[0] if match and match[0] != "*" else None
+    return WriteCondition(absent=none_match is not None, hash=hash_, number=number,
+                          etag="*" if match == ["*"] else None)
 
 
 @bp.put("/objects/<anypath:name>")
@@ -119,107 +104,66 @@ def put_object(name: str) -> Response:
     api = _api()
     name = object_name("/objects/")
     hash_ = parse_digest(request.headers.get("Digest"))
-    size = request.content_length
-    chunks = HashingIter(iter_chunks(request.stream, chunk_size=BLOCK_SIZE))   # no re-cutting
-    if size is not None and size <= BLOCK_SIZE:
-        block = b"".join(chunks)          # short: check the digest before storing anything
-        _check_body(chunks, hash_, size)
-        missing = [] if _is_stored(api, hash_) else _store_short(api, hash_, block)
-    elif _is_stored(api, hash_):
-        for _ in chunks:                 # dedup: store nothing, but check the body all the same
-            pass
-        _check_body(chunks, hash_, size)
-        if not _is_stored(api, hash_):   # its last version deleted and collected meanwhile
-            raise ContentGone(f"content {hash_} was removed while the body arrived; "
-                              "send it again")
-        missing = []
-    else:
-        missing = _store(api, hash_, size, chunks)
-    try:
-        meta = api.add_version(name, chunks.size, hash_)
-    except Exception:
-        log.exception("metadata write for %r failed after its shards were committed", name)
-        api.after_failed_version(hash_)
-        raise
-    if missing:
-        api.request_repair(hash_, chunks.size, missing)
-    return Response(status=200, headers={"Version": str(meta.version)})
+    expect = Expect(size=request.content_length, sha256=hash_, sha256_mismatch=HashMismatch)
+    version = api.layer.put(api.config.book_bucket, name, client_body(request.stream), expect,
+                            condition=write_condition())
+    return Response(status=200, headers={"Version": str(version.number),
+                                         "ETag": book_etag(version)})
 
 
-def _lookup(api, name: str) -> Metadata:
-    version = _version_arg()
-    meta = api.metadata.latest(name) if version is None else api.metadata.get(name, version)
-    if meta is None:
-        raise ObjectNotFound(f"no object {name!r}" + (f" version {version}" if version else ""))
-    if meta.is_delete_marker:
-        raise ObjectNotFound(f"object {name!r} version {meta.version} is deleted")
-    return meta
+def book_etag(version: Version) -> str:
+    """The book API's entity tag: the quoted content hash (a multipart object's S3 ETag)."""
+    return f'"{version.hash or version.etag}"'
 
 
 @bp.get("/objects/<anypath:name>")
 def get_object(name: str) -> Response:
     api = _api()
-    meta = _lookup(api, object_name("/objects/"))
-    byte_range = parse_range(request.headers.get("Range"), meta.size)
-    headers = {"Accept-Ranges": "bytes", "Version": str(meta.version),
-               "ETag": f'"{meta.hash}"', "Vary": "Accept-Encoding"}
-    if byte_range is None:
-        first, last = 0, meta.size - 1
-        headers["Digest"] = f"SHA-256={meta.hash}"
-    else:
-        first, last = byte_range
-        headers["Content-Range"] = content_range(first, last, meta.size)
-    headers["Content-Length"] = str(last - first + 1)
-    status = 206 if byte_range else 200
-    if meta.size == 0:
-        return Response(b"", status=status, headers=headers, mimetype="application/octet-stream")
-    for attempt in range(2):
-        hit = api.locator.cached(meta.hash) if attempt == 0 else None
-        cached = hit is not None
-        locations = hit if cached else api.locator.locate(meta.hash, fresh=True)
-        try:
-            stream = RSGetStream(api.client, locations, meta.hash, meta.size, first, last)
-            body = iter(stream)
-            head = next(body)            # fail with a status, not a truncated 200 (BOOK W15)
-            break
-        except ObjectStoreError as exc:
-            if attempt == 0 and len(locations) == ALL_SHARDS:
-                api.locator.forget(meta.hash)      # maybe a stale cached answer: ask again
-                continue
-            log.error("cannot read %r version %d (%s): shards %s located: %s",
-                      meta.name, meta.version, meta.hash, sorted(locations), exc)
-            raise
-
-    def generate():
-        try:
-            yield head
-            yield from body
-        except Exception:
-            log.exception("GET %r version %d (%s) failed mid-stream",
-                          meta.name, meta.version, meta.hash)
-            raise
-        finally:
-            stream.close()               # also when the client went away mid-body
-            missing = [i for i in range(ALL_SHARDS) if i not in locations]
-            if missing or stream.failed:
-                api.request_repair(meta.hash, meta.size, sorted({*missing, *stream.failed}),
-                                   stream.damaged)
-            elif cached:
-                api.repairer.check_unread(meta.hash, meta.size, {
-                    i: a for i, a in locations.items() if i not in stream.opened})
-
-    content = encoding.encode(request.headers.get("Accept-Encoding"), head, generate(), headers)
+    name = object_name("/objects/")
+    number = _version_arg()
+    try:
+        reader = api.layer.open(api.config.book_bucket, name, number=number,
+                                byte_range=request.headers.get("Range"))
+    except (NoSuchKey, NoSuchVersion) as exc:
+        marker = getattr(exc, "delete_marker", None)
+        if marker is not None:
+            raise NoSuchKey(f"object {name!r} version {marker.number} is deleted") from None
+        raise NoSuchKey(f"no object {name!r}" + (f" version {number}" if number else "")) \
+            from None
+    version = reader.version
+    headers = {"Accept-Ranges": "bytes", "Version": str(version.number),
+               "ETag": book_etag(version), "Vary": "Accept-Encoding",
+               "Content-Length": str(reader.length)}
+    if reader.partial:
+        headers["Content-Range"] = content_range(reader.first, reader.last, version.size)
+    elif version.hash:
+        headers["Digest"] = f"SHA-256={version.hash}"
+    status = 206 if reader.partial else 200
+    if not reader.length:
+        reader.close()
+        return Response(b"", status=status, headers=headers,
+                        mimetype="application/octet-stream")
+    body = iter(reader)
+    head = next(body, b"")
+    content = encoding.encode(request.headers.get("Accept-Encoding"), head,
+                              _chain(head, body), headers)
     return Response(content, status=status, headers=headers,
                     mimetype="application/octet-stream")
+
+
+def _chain(head: bytes, body):
+    yield head
+    yield from body
 
 
 @bp.delete("/objects/<anypath:name>")
 def delete_object(name: str) -> Response:
     api = _api()
     name = object_name("/objects/")
-    latest = api.metadata.latest(name)
-    if latest is None or latest.is_delete_marker:
-        raise ObjectNotFound(f"no object {name!r}")
-    marker = api.metadata.add_version(name, 0, "")
-    log.info("deleted %r (delete marker version %d)", name, marker.version)
-    return Response(status=200, headers={"Version": str(marker.version)})
+    bucket = api.config.book_bucket
+    try:
+        api.layer.head(bucket, name)
+    except NoSuchKey:
+        raise NoSuchKey(f"no object {name!r}") from None
+    result = api.layer.delete(bucket, name)
+    return Response(status=200, headers={"Version": str(result.version.number)})

@@ -30,7 +30,7 @@ from api_server.objects import object_name
 from lib.errors import BadRequest, HashMismatch, SizeMismatch
 from lib.hashing import sha256_b64
 from lib.headers import parse_digest, parse_size
-from lib.rs.params import ALL_SHARDS, BLOCK_SIZE, DATA_SHARDS
+from lib.rs.params import ALL_SHARDS, BLOCK_SIZE
 from lib.rs.resumable import Progress, Upload, UploadGone, create_upload
 from lib.secret import cluster_secret
 from lib.streams import iter_chunks
@@ -58,9 +58,11 @@ def _upload(api, text: str) -> Upload:
     return Upload(api.client, token, _quorum(api))
 
 
-def _new_version(api, name: str, size: int, hash_: str) -> Response:
-    meta = api.add_version(name, size, hash_)
-    return Response(status=200, headers={"Version": str(meta.version),
+def _new_version(api, name: str, size: int, hash_: str, shared: bool = True,
+                 missing: list[int] | None = None) -> Response:
+    version = api.layer.add_version(api.config.book_bucket, name, hash_, size, shared=shared,
+                                    missing=missing or ())
+    return Response(status=200, headers={"Version": str(version.number),
                                          "Upload-Offset": str(size)})
 
 
@@ -73,11 +75,11 @@ def create(name: str) -> Response:
     if size == 0:
         if hash_ != sha256_b64(b""):
             raise HashMismatch(f"an empty object hashes to {sha256_b64(b'')}, not {hash_}")
-        return _new_version(api, name, 0, hash_)
-    if api.metadata.has_hash(hash_) and len(api.locator.locate(hash_)) >= DATA_SHARDS:
-        stored = api.metadata.hash_size(hash_)
-        if stored is not None and stored != size:
-            raise SizeMismatch(f"content {hash_} has {stored} bytes, Size said {size}")
+        return _new_version(api, name, 0, hash_, shared=False)     # no shards to store
+    stored = api.metadata.hash_size(hash_)
+    if stored is not None and stored != size:
+        raise SizeMismatch(f"content {hash_} has {stored} bytes, Size said {size}")
+    if api.layer.shareable(hash_, size):
         return _new_version(api, name, size, hash_)          # dedup: nothing to upload
     expires = int(time.time() + api.config.temp_ttl)
     token = create_upload(api.client, api.registry, name, size, hash_,
@@ -94,7 +96,7 @@ def _progress(upload: Upload, api) -> Progress | None:
     try:
         return upload.probe()
     except UploadGone:
-        latest = api.metadata.latest(upload.token.name)
+        latest = api.metadata.version(api.config.book_bucket, upload.token.name)
         if latest is not None and latest.hash == upload.token.hash:
             return None
         raise
@@ -186,19 +188,12 @@ def _complete(api, upload: Upload, progress: Progress) -> Response:
         raise
     log.info("upload of %s verified and committed in %.2fs", token.hash,
              time.monotonic() - began)
-    try:
-        response = _new_version(api, token.name, token.size, token.hash)
-    except Exception:
-        log.exception("metadata write for %r failed after its shards were committed",
-                      token.name)
-        api.after_failed_version(token.hash)
-        upload.cleanup(committed)
-        raise
-    upload.cleanup(committed)
     missing = [i for i in range(ALL_SHARDS) if i not in committed]
-    if missing:
-        api.request_repair(token.hash, token.size, missing)
-    return response
+    try:
+        return _new_version(api, token.name, token.size, token.hash, shared=False,
+                            missing=missing)
+    finally:
+        upload.cleanup(committed)
 
 
 @bp.delete("/temp/<token>")

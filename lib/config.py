@@ -62,8 +62,12 @@ class Config:
     api_exchange: str = "apiServers"
     data_exchange: str = "dataServers"
     metadata_db: Path = Path("data/metadata.db")
+    #: ``postgresql://...``: the shared PostgreSQL metadata store instead of SQLite.
+    metadata_url: str | None = None
     es_server: str | None = None
     es_index: str = "metadata"
+    #: The bucket the book's API (/objects/<name>) reads and writes.
+    book_bucket: str = "book"
     #: Shards a PUT must commit before it answers 200 (DATA_SHARDS + 1 by default).
     write_quorum: int = 5
     workers: int = 2
@@ -96,6 +100,23 @@ class Config:
     orphan_grace: float = 3600.0
     #: Seconds a file stays in garbage/ before the orphan collector purges it.
     garbage_ttl: float = 7 * 24 * 3600.0
+    #: Seconds content no version references any more is kept before it is collected.
+    gc_grace: float = 3600.0
+    #: Seconds between the worker's sweeps (unreferenced content, idle uploads).
+    gc_interval: float = 60.0
+    #: S3 API listener (empty: none), its virtual-host domain, and its credentials: one
+    #: pair here, more in a credentials file (``[name]`` sections with
+    #: aws_access_key_id / aws_secret_access_key).
+    s3_listen_address: str = ""
+    s3_domain: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = "tessera"
+    s3_secret_key: str = "tessera-secret-key"
+    s3_credentials_file: Path | None = None
+    #: Smallest multipart part other than the last (S3: 5 MiB; smaller in tests).
+    min_part_size: int = 5 * 1024 * 1024
+    #: Seconds a multipart upload may stay idle before the worker aborts it.
+    multipart_ttl: float = 7 * 24 * 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -109,8 +130,10 @@ class Config:
             api_exchange=environ.get("API_EXCHANGE") or cls.api_exchange,
             data_exchange=environ.get("DATA_EXCHANGE") or cls.data_exchange,
             metadata_db=Path(environ.get("METADATA_DB") or cls.metadata_db),
+            metadata_url=environ.get("METADATA_URL") or None,
             es_server=environ.get("ES_SERVER") or None,
             es_index=environ.get("ES_INDEX") or cls.es_index,
+            book_bucket=environ.get("BOOK_BUCKET") or cls.book_bucket,
             write_quorum=write_quorum,
             workers=_int(environ, "WORKERS", cls.workers, minimum=1),
             threads=_int(environ, "THREADS", cls.threads, minimum=1),
@@ -128,6 +151,18 @@ class Config:
             stored_hook_url=environ.get("STORED_HOOK_URL") or None,
             orphan_grace=_float(environ, "ORPHAN_GRACE", cls.orphan_grace),
             garbage_ttl=_float(environ, "GARBAGE_TTL", cls.garbage_ttl),
+            gc_grace=_float(environ, "GC_GRACE", cls.gc_grace),
+            gc_interval=_float(environ, "GC_INTERVAL", cls.gc_interval),
+            s3_listen_address=(_address(environ, "S3_LISTEN_ADDRESS", None)
+                               if environ.get("S3_LISTEN_ADDRESS") else ""),
+            s3_domain=environ.get("S3_DOMAIN") or "",
+            s3_region=environ.get("S3_REGION") or cls.s3_region,
+            s3_access_key=environ.get("S3_ACCESS_KEY") or cls.s3_access_key,
+            s3_secret_key=environ.get("S3_SECRET_KEY") or cls.s3_secret_key,
+            s3_credentials_file=(Path(environ["S3_CREDENTIALS_FILE"])
+                                 if environ.get("S3_CREDENTIALS_FILE") else None),
+            min_part_size=_int(environ, "S3_MIN_PART_SIZE", cls.min_part_size, minimum=1),
+            multipart_ttl=_float(environ, "MULTIPART_TTL", cls.multipart_ttl),
         )
 
     def require_storage_root(self) -> Path:

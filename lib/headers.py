@@ -1,6 +1,8 @@
-"""Grammar of the HTTP headers the book's clients send: Digest, Size, Range."""
+"""Grammar of the HTTP headers clients send: Digest, Size, Range, entity tags, HTTP-dates."""
 from __future__ import annotations
 
+import datetime
+import email.utils
 import re
 
 from lib.errors import BadDigest, BadRequest, InvalidHash, RangeNotSatisfiable
@@ -65,3 +67,39 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
 
 def content_range(first: int, last: int, size: int) -> str:
     return f"bytes {first}-{last}/{size}"
+
+
+def parse_etags(value: str | None) -> list[str] | None:
+    """An If-Match / If-None-Match list: the entity tags without quotes or ``W/`` (``["*"]``
+    for ``*``); None when the header is absent."""
+    if value is None:
+        return None
+    tags = []
+    for item in value.split(","):
+        item = item.strip()
+        if item.startswith("W/"):
+            item = item[2:]
+        if len(item) >= 2 and item[0] == item[-1] == '"':
+            item = item[1:-1]
+        if item:
+            tags.append(item)
+    return tags
+
+
+def parse_http_date(value: str | None) -> float | None:
+    """An HTTP-date (RFC 9110, any of its three forms) as seconds since the epoch; None when
+    absent or not a date (such a condition is ignored, as the RFC says)."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed.timestamp()
+
+
+def http_date(seconds: float) -> str:
+    """``Last-Modified`` form of a time (whole seconds, GMT)."""
+    return email.utils.formatdate(int(seconds), usegmt=True)

@@ -63,6 +63,8 @@ class Task:
     damaged: dict[int, str] = dataclasses.field(default_factory=dict)
     name: str = ""
     version: int = 0
+    bucket: str = ""
+    version_id: str = ""
     grace: float = 0.0
     attempt: int = 0
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
@@ -79,8 +81,10 @@ class Task:
         return cls("gc", hash_, grace=grace)
 
     @classmethod
-    def stored(cls, name: str, version: int, hash_: str, size: int) -> "Task":
-        return cls("stored", hash_, size=size, name=name, version=version)
+    def stored(cls, name: str, version: int, hash_: str, size: int, bucket: str = "",
+               version_id: str = "") -> "Task":
+        return cls("stored", hash_, size=size, name=name, version=version, bucket=bucket,
+                   version_id=version_id)
 
     def to_dict(self) -> dict[str, object]:
         record: dict[str, object] = {"kind": self.kind, "id": self.id, "hash": self.hash,
@@ -92,7 +96,8 @@ class Task:
         if self.kind == "gc":
             record["grace"] = self.grace
         if self.kind == "stored":
-            record.update(name=self.name, version=self.version)
+            record.update(name=self.name, version=self.version, bucket=self.bucket,
+                          version_id=self.version_id)
         if self.error:
             record["error"] = self.error
         return record
@@ -110,8 +115,9 @@ class Task:
         if not isinstance(raw, dict) or raw.get("kind") not in KINDS:
             raise MalformedTask(f"not a task: {body[:100]!r}")
         kind = raw["kind"]
-        try:
-            hash_ = validate_hash(raw.get("hash"))
+        try:     # a stored multipart object has parts, no hash of its own
+            hash_ = "" if kind == "stored" and raw.get("hash") == "" else \
+                validate_hash(raw.get("hash"))
         except InvalidHash as exc:
             raise MalformedTask(f"{kind} task: {exc}") from None
         fields: dict[str, object] = {
@@ -132,6 +138,9 @@ class Task:
                 raise MalformedTask(f"stored task without a name: {body[:100]!r}")
             fields["name"] = raw["name"]
             fields["version"] = _number(raw, "version", int, None)
+            for key in ("bucket", "version_id"):
+                if isinstance(raw.get(key), str):
+                    fields[key] = raw[key]
             if fields["version"] < 1:
                 raise MalformedTask(f"stored task with version {fields['version']}")
         return cls(kind, hash_, **fields)  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ if __package__ in (None, ""):           # run as a file: python scripts/bench.py
 
 from lib.config import Config  # noqa: E402
 from lib.hashing import quote_hash  # noqa: E402
-from lib.metadata import open_store  # noqa: E402
+from lib.metadata import ENABLED, Draft, open_store  # noqa: E402
 from lib.rs.params import DATA_SHARDS  # noqa: E402
 from scripts.cluster import Cluster, Node, _children, free_port  # noqa: E402
 
@@ -346,9 +346,12 @@ def _vm_hwm_kib(pid: int) -> int:
 
 def preload(db: Path, start: int, stop: int, hash_: str, size: int) -> None:
     """Metadata rows for names ``scale_name(start..stop-1)``, all pointing at one object."""
-    with open_store(Config(metadata_db=db)) as store:
+    config = Config(metadata_db=db)
+    with open_store(config) as store:
+        store.ensure_bucket(config.book_bucket, versioning=ENABLED)
         for i in range(start, stop):
-            store.add_version(scale_name(i), size, hash_)
+            store.put_version(Draft(config.book_bucket, scale_name(i), size, hash_,
+                                    shared=store.has_hash(hash_)))
 
 
 def scale_name(i: int) -> str:

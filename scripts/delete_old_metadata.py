@@ -2,12 +2,12 @@
 
 The book's tool trims at most ten names per run (an Elasticsearch terms aggregation's default
 size) and assumes version numbers are contiguous (BOOK W22).  This one pages over *every* name
-with more than N versions (``MetadataStore.names_with_versions_over``) and removes exactly the
-versions older than the newest N, whatever their numbers.  Content that loses its last
-reference gets a ``gc`` task on the durable task queue, so the worker moves its shards to
-garbage/ (shards younger than ``--grace`` seconds are left to the orphan collector).  When the
-broker cannot be reached, metadata is still trimmed and the orphan collector finds the shards
-later.
+with more than N versions (``MetadataStore.keys_with_versions_over``, in the book bucket) and
+removes exactly the versions older than the newest N, whatever their numbers.  Content that
+loses its last reference and has been unreferenced for ``--grace`` seconds is claimed and gets
+a ``gc`` task on the durable task queue, so the worker moves its shards to garbage/; younger
+content is collected by the worker's sweep after GC_GRACE.  When the broker cannot be reached,
+metadata is still trimmed and the orphan collector finds the shards later.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _parser():
                         help="versions to keep per name (default: %(default)s)")
     parser.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                         help="gc tasks leave shards younger than this alone "
-                             "(default: ORPHAN_GRACE, 3600)")
+                             "(default: GC_GRACE, 3600)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print what would be removed, change nothing")
     return parser
@@ -72,52 +72,52 @@ class _GcQueue:
             self._client.close()
 
 
-def trim(metadata: MetadataStore, keep: int, dry_run: bool, gc: _GcQueue | None) -> tuple:
-    """Remove all but the newest ``keep`` versions of every name; returns (names, versions,
-    hashes that lost their last reference)."""
-    names = removed = unreferenced = 0
+def trim(metadata: MetadataStore, bucket: str, keep: int, dry_run: bool, grace: float,
+         gc: _GcQueue | None) -> tuple:
+    """Remove all but the newest ``keep`` versions of every key of ``bucket``; returns (keys,
+    versions, contents that lost their last reference)."""
+    keys = removed = unreferenced = 0
     after = None
     while True:
-        page = metadata.names_with_versions_over(keep, after=after, limit=PAGE)
+        page = metadata.keys_with_versions_over(bucket, keep, after=after, limit=PAGE)
         if not page:
             break
         dropped: set[str] = set()
-        for name, versions in page:
-            old = sorted(versions)[:-keep]
-            names += 1
-            for version in old:
-                meta = metadata.get(name, version)
-                if meta is None:
-                    continue                 # removed meanwhile
+        for key, versions in page:
+            keys += 1
+            for version in versions[:-keep]:
+                what = version.hash or ("delete marker" if version.delete_marker else "parts")
                 if dry_run:
-                    what = meta.hash or "delete marker"
-                    print(f"would remove {name!r} version {version} ({what})")
-                else:
-                    metadata.delete_version(name, version)
+                    print(f"would remove {key!r} version {version.number} ({what})")
+                elif metadata.delete_version(bucket, key, version.version_id) is None:
+                    continue                 # removed meanwhile
                 removed += 1
-                if meta.hash:
-                    dropped.add(meta.hash)
+                if version.hash:
+                    dropped.add(version.hash)
         if not dry_run:
             for hash_ in sorted(dropped):
-                if not metadata.has_hash(hash_):
+                content = metadata.content(hash_)
+                if content is not None and content.refs <= 0:
                     unreferenced += 1
-                    if gc is not None:
+                    # Claimed now when its grace allows; else the worker's sweep takes it.
+                    if gc is not None and metadata.claim_unreferenced(hash_, grace):
                         gc.publish(hash_)
         after = page[-1][0]
         if len(page) < PAGE:
             break
-    return names, removed, unreferenced
+    return keys, removed, unreferenced
 
 
 def _run(config: Config, args) -> int:
     if args.keep < 1:
         print("--keep must be at least 1", file=sys.stderr)
         return _tool.EXIT_USAGE
-    grace = config.orphan_grace if args.grace is None else args.grace
+    grace = config.gc_grace if args.grace is None else args.grace
     metadata = _tool.open_metadata(config)
     gc = None if args.dry_run else _GcQueue(config, grace)
     try:
-        names, removed, unreferenced = trim(metadata, args.keep, args.dry_run, gc)
+        names, removed, unreferenced = trim(metadata, config.book_bucket, args.keep,
+                                            args.dry_run, grace, gc)
     finally:
         if gc is not None:
             gc.close()

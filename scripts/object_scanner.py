@@ -112,11 +112,11 @@ class Scanner:
         while True:
             page = self._metadata.hashes(after=after, limit=PAGE)
             for hash_ in page:
-                size = self._metadata.hash_size(hash_)
-                if size is None:
-                    continue                     # its last version went meanwhile
+                content = self._metadata.content(hash_)
+                if content is None or content.refs <= 0:
+                    continue                     # unreferenced: the sweep collects it
                 pacer.wait()
-                self.scan_object(hash_, size)
+                self.scan_object(hash_, content.size)
                 progress.update(self.stats)
             if len(page) < PAGE:
                 return

@@ -20,7 +20,9 @@ import sys
 import threading
 
 from lib.config import Config
+from lib.collector import collect_hash
 from lib.membership import ClusterView
+from lib.objects.sweeper import Sweeper
 from lib.rabbitmq import BrokerError, QueueClient
 from lib.taskrunner import TaskRunner
 from lib.tasks import TaskQueues
@@ -78,6 +80,11 @@ def _serve(config: Config, queues: TaskQueues, stop: threading.Event) -> int:
             live = cluster.wait_for_data_servers(1)     # tasks that find too few retry
             log.info("%d live data server(s): %s", len(live), ", ".join(live))
             runner = TaskRunner(config, metadata, cluster)
+            sweeper = Sweeper(metadata, lambda hash_: collect_hash(
+                metadata, cluster.locator, cluster.client, hash_, 0.0),
+                config.gc_grace, config.multipart_ttl)
+            threading.Thread(target=sweeper.run, args=(config.gc_interval, stop),
+                             name="sweeper", daemon=True).start()
             delay = RECONNECT_DELAY_MIN
             while not stop.is_set():
                 try:

@@ -134,7 +134,7 @@ def test_versions_listing_pages(client: Client):
     url = f"{client.api()}/versions/{name}"
     every = [json.loads(line) for line in requests.get(url, timeout=10).text.splitlines()]
     assert [v["Version"] for v in every] == [1, 2, 3, 4, 5]
-    assert set(every[0]) == {"Name", "Version", "Size", "Hash"}
+    assert set(every[0]) == {"Name", "Version", "Size", "Hash", "VersionId"}
     page = requests.get(url, params={"from": 1, "size": 2}, timeout=10).text.splitlines()
     assert [json.loads(line)["Version"] for line in page] == [2, 3]
     everything = requests.get(f"{client.api()}/versions/", timeout=10).text.splitlines()

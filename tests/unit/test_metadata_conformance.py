@@ -1,39 +1,33 @@
 """One conformance suite for every MetadataStore backend.
 
-SQLite always runs.  Elasticsearch runs when ``ES_SERVER`` points at a reachable cluster (each
-test in an index of its own, dropped afterwards) and is skipped with the reason otherwise: ES
-cannot be installed on the development machines.
+SQLite and PostgreSQL always run, for real (PostgreSQL in a schema of its own per test,
+dropped afterwards; ``TEST_POSTGRES_URL`` names the server, default the local one).  Neither
+may skip: a PostgreSQL that cannot be reached fails the suite.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import multiprocessing
 import os
-import random
+import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lib.config import Config
-from lib.metadata import Metadata, MetadataError, MetadataStore, open_store
-from lib.metadata.elasticsearch import (
-    ElasticsearchStore,
-    doc_id,
-    parse_total_hits,
-    server_url,
-)
+from lib.errors import (BucketExists, BucketNotEmpty, ConditionNotMet, ContentGone,
+                        InvalidPart, NoSuchBucket, NoSuchKey, NoSuchUpload)
+from lib.metadata import (ENABLED, SUSPENDED, UNVERSIONED, Draft, MetadataError,
+                          MetadataStore, ObjectMeta, Part, WriteCondition, decode_version_id,
+                          encode_version_id, open_store)
+from lib.metadata.listing import Cursor, start_cursor, successor, walk
+from lib.metadata.postgres import PostgresStore, split_url
 from lib.metadata.sqlite import SqliteStore
 
-
-def b64hash(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,178 +35,392 @@ class StoreSpec:
     """Picklable recipe for a store, so child processes can open the same backend."""
 
     kind: str
-    location: str  # sqlite file, or ES server
-    index: str = ""
+    location: str
 
     def open(self) -> MetadataStore:
         if self.kind == "sqlite":
-            return open_store(Config(metadata_db=Path(self.location)))
-        return ElasticsearchStore(self.location, self.index, refresh_interval="50ms")
+            return SqliteStore(self.location)
+        return PostgresStore(self.location)
 
 
-_es_status: dict[str, str | None] = {}
-
-
-def _es_unavailable() -> str | None:
-    """Why ES tests cannot run (None when they can); probed once per session."""
-    if "reason" not in _es_status:
-        server = os.environ.get("ES_SERVER")
-        reason: str | None = None
-        if not server:
-            reason = "ES_SERVER not set/reachable: ES_SERVER is not set"
-        else:
-            probe = ElasticsearchStore(server, f"tessera-probe-{uuid.uuid4().hex}", timeout=5)
-            try:
-                probe.check()  # creates the probe index, dropped right away
-                probe.drop_index()
-            except MetadataError as exc:
-                reason = f"ES_SERVER not set/reachable: {exc}"
-            finally:
-                probe.close()
-        _es_status["reason"] = reason
-    return _es_status["reason"]
-
-
-@pytest.fixture(params=["sqlite", "elasticsearch"])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreSpec]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def spec(request, tmp_path: Path) -> Iterator[StoreSpec]:
     if request.param == "sqlite":
-        yield StoreSpec("sqlite", str(tmp_path / "db" / "metadata.db"))
+        yield StoreSpec("sqlite", str(tmp_path / "md.db"))
         return
-    reason = _es_unavailable()
-    if reason:
-        pytest.skip(reason)
-    spec = StoreSpec("elasticsearch", os.environ["ES_SERVER"], f"tessera-test-{uuid.uuid4().hex}")
-    yield spec
-    dropper = spec.open()
-    try:
-        assert isinstance(dropper, ElasticsearchStore)
-        dropper.drop_index()
-    finally:
-        dropper.close()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    yield StoreSpec("postgresql", f"{POSTGRES}?schema={schema}")
+    PostgresStore(f"{POSTGRES}?schema={schema}").drop_schema()
 
 
 @pytest.fixture
 def store(spec: StoreSpec) -> Iterator[MetadataStore]:
     opened = spec.open()
+    opened.create_bucket("v", versioning=ENABLED)
+    opened.create_bucket("u")
     try:
         yield opened
     finally:
         opened.close()
 
 
-# -- versions, latest, get -------------------------------------------------------------------
+def put(store: MetadataStore, key: str, content: str = "c", bucket: str = "v",
+        size: int = 1, condition: WriteCondition | None = None, **kw):
+    return store.put_version(Draft(bucket, key, size=size, hash=content, etag=f"e-{content}",
+                                   **kw), condition)
 
 
-def test_versions_start_at_one_and_increase(store: MetadataStore) -> None:
-    h = b64hash(b"x")
-    added = [store.add_version("obj", 1, h) for _ in range(5)]
-    assert [m.version for m in added] == [1, 2, 3, 4, 5]
-    assert added[0] == Metadata("obj", 1, 1, h)
-    assert store.add_version("other", 2, h).version == 1
+# -- buckets -----------------------------------------------------------------------------------
+
+def test_buckets(store: MetadataStore) -> None:
+    assert [b.name for b in store.buckets()] == ["u", "v"]
+    assert store.bucket("v").versioning == ENABLED
+    assert store.bucket("u").versioning == UNVERSIONED
+    assert store.bucket("nope") is None
+    with pytest.raises(BucketExists) as caught:
+        store.create_bucket("v")
+    assert caught.value.bucket.name == "v"
+    put(store, "k", bucket="u")
+    with pytest.raises(BucketNotEmpty):
+        store.delete_bucket("u")
+    store.delete_object("u", "k")
+    store.delete_bucket("u")
+    assert store.bucket("u") is None
+    with pytest.raises(NoSuchBucket):
+        store.delete_bucket("u")
+    with pytest.raises(NoSuchBucket):
+        put(store, "k", bucket="u")
+    assert store.set_versioning("v", SUSPENDED).versioning == SUSPENDED
+    assert store.set_bucket_config("v", "origin", {"url": "http://x/{key}"}).config == {
+        "origin": {"url": "http://x/{key}"}}
+    assert store.set_bucket_config("v", "origin", None).config == {}
+    assert store.ensure_bucket("book", versioning=ENABLED).versioning == ENABLED
 
 
-def test_latest(store: MetadataStore) -> None:
-    assert store.latest("nothing") is None
-    store.add_version("obj", 1, b64hash(b"1"))
-    store.add_version("obj", 22, b64hash(b"22"))
-    store.add_version("obj2", 333, b64hash(b"333"))
-    assert store.latest("obj") == Metadata("obj", 2, 22, b64hash(b"22"))
-    assert store.latest("obj2") == Metadata("obj2", 1, 333, b64hash(b"333"))
+def test_delete_marker_keeps_bucket_non_empty(store: MetadataStore) -> None:
+    store.create_bucket("m", versioning=ENABLED)
+    put(store, "k", bucket="m")
+    store.delete_object("m", "k")
+    with pytest.raises(BucketNotEmpty):
+        store.delete_bucket("m")
 
 
-def test_get(store: MetadataStore) -> None:
-    h = b64hash(b"get")
-    store.add_version("obj", 3, h)
-    store.add_version("obj", 3, h)
-    assert store.get("obj", 2) == Metadata("obj", 2, 3, h)
-    assert store.get("obj", 3) is None
-    assert store.get("obj", 0) is None
-    assert store.get("obj", -1) is None
-    assert store.get("missing", 1) is None
+# -- versions ----------------------------------------------------------------------------------
+
+def test_versioned_puts_get_new_ids_and_numbers(store: MetadataStore) -> None:
+    meta = ObjectMeta(content_type="text/plain", headers={"cache-control": "no-cache"},
+                      user={"name": "wert ✓"}, checksums={"CRC32": "AAAAAA=="})
+    a = put(store, "k", "h1", size=10, meta=meta)
+    b = put(store, "k", "h2", size=2**40)
+    assert (a.number, b.number) == (1, 2)
+    assert a.version_id != b.version_id and decode_version_id(b.version_id) == b.seq
+    latest = store.version("v", "k")
+    assert latest.hash == "h2" and latest.size == 2**40 and latest.is_latest
+    first = store.version("v", "k", a.version_id)
+    assert first.meta == meta and not first.is_latest and first.etag == "e-h1"
+    assert store.numbered("v", "k", 1).hash == "h1"
+    assert store.numbered("v", "k", 3) is None and store.numbered("v", "k", -1) is None
+    assert store.version("v", "k", "garbage") is None
+    assert store.version("v", "k", encode_version_id(10**6)) is None
+    assert store.version("v", "nothing") is None
 
 
-def test_delete_marker(store: MetadataStore) -> None:
-    h = b64hash(b"content")
-    store.add_version("obj", 7, h)
-    marker = store.add_version("obj", 0, "")
-    assert marker == Metadata("obj", 2, 0, "")
-    first = store.get("obj", 1)
-    assert marker.is_delete_marker and first is not None and not first.is_delete_marker
-    assert store.latest("obj") == marker
-    assert store.get("obj", 2) == marker
-    assert marker.to_book_json() == {"Name": "obj", "Version": 2, "Size": 0, "Hash": ""}
-    assert store.has_hash("") is False
-    assert store.hash_size("") is None
-    assert store.hashes() == [h]
-    # A name can come back after a delete marker.
-    assert store.add_version("obj", 7, h).version == 3
+def test_version_ids_are_never_reused(store: MetadataStore) -> None:
+    a = put(store, "k", "h1")
+    b = put(store, "k", "h2")
+    store.delete_version("v", "k", b.version_id)
+    c = put(store, "k", "h3")
+    assert c.version_id not in (a.version_id, b.version_id)
+    assert c.number == 3                        # numbers are not reused either
 
 
-def test_delete_version(store: MetadataStore) -> None:
-    h = b64hash(b"d")
-    for _ in range(3):
-        store.add_version("obj", 1, h)
-    store.delete_version("obj", 2)
-    store.delete_version("obj", 2)  # already gone: not an error
-    store.delete_version("never", 1)
-    assert store.get("obj", 2) is None
-    assert [m.version for m in store.versions("obj")] == [1, 3]
-    store.delete_version("obj", 3)
-    assert store.latest("obj") == Metadata("obj", 1, 1, h)
-    store.delete_version("obj", 1)
-    assert store.latest("obj") is None
-    assert not store.has_hash(h)
+def test_delete_marker_and_delete_version(store: MetadataStore) -> None:
+    a = put(store, "k", "h1")
+    marker = store.delete_object("v", "k")
+    assert marker.delete_marker and marker.is_latest and marker.number == 2
+    assert store.version("v", "k").delete_marker
+    assert [v.key for v in store.current_page("v", "", True, None, 10)] == []
+    assert store.version("v", "k", a.version_id).hash == "h1"
+    removed = store.delete_version("v", "k", marker.version_id)
+    assert removed.delete_marker
+    assert store.version("v", "k").version_id == a.version_id       # promoted back
+    assert [v.key for v in store.current_page("v", "", True, None, 10)] == ["k"]
+    assert store.delete_version("v", "k", "0000000000ffffff") is None
+    store.delete_version("v", "k", a.version_id)
+    assert store.version("v", "k") is None and store.versions_of("v", "k") == []
+
+
+def test_unversioned_bucket_keeps_one_null_version(store: MetadataStore) -> None:
+    put(store, "k", "h1", bucket="u")
+    second = put(store, "k", "h2", bucket="u")
+    assert second.is_null and second.version_id == "null"
+    assert [v.hash for v in store.versions_of("u", "k")] == ["h2"]
+    assert store.content("h1").refs == 0               # replaced: its content is released
+    assert store.delete_object("u", "k") is None
+    assert store.version("u", "k") is None
+    assert store.content("h2").refs == 0
+
+
+def test_suspended_bucket_replaces_null_and_keeps_older_ids(store: MetadataStore) -> None:
+    kept = put(store, "k", "h1")
+    store.set_versioning("v", SUSPENDED)
+    put(store, "k", "h2")
+    null = put(store, "k", "h3")
+    ids = [v.version_id for v in store.versions_page("v", "k", None, None, 10)]
+    assert ids == ["null", kept.version_id]
+    assert null.is_null and store.version("v", "k", "null").hash == "h3"
+    marker = store.delete_object("v", "k")            # suspended: a null delete marker
+    assert marker.is_null and marker.delete_marker
+    assert [v.version_id for v in store.versions_page("v", "k", None, None, 10)] == \
+        ["null", kept.version_id]
+
+
+def test_conditions_are_checked_with_the_write(store: MetadataStore) -> None:
+    first = put(store, "k", "h1", condition=WriteCondition(absent=True))
+    with pytest.raises(ConditionNotMet):
+        put(store, "k", "h2", condition=WriteCondition(absent=True))
+    with pytest.raises(ConditionNotMet):
+        put(store, "k", "h2", condition=WriteCondition(etag="other"))
+    put(store, "k", "h2", condition=WriteCondition(etag=first.etag))
+    with pytest.raises(ConditionNotMet):
+        put(store, "k", "h3", condition=WriteCondition(hash="h1"))
+    put(store, "k", "h3", condition=WriteCondition(hash="h2", number=2))
+    with pytest.raises(NoSuchKey):
+        put(store, "new", "h", condition=WriteCondition(etag="*"))
+    with pytest.raises(ConditionNotMet):
+        store.delete_object("v", "k", WriteCondition(etag="nope"))
+    store.delete_object("v", "k")
+    put(store, "k", "h4", condition=WriteCondition(absent=True))   # a marker is "absent"
+    assert [v.number for v in store.versions_of("v", "k")] == [1, 2, 3, 4, 5]
+    assert store.content("h2").refs == 1                # refused writes referenced nothing
 
 
 def test_invalid_arguments(store: MetadataStore) -> None:
     with pytest.raises(ValueError):
-        store.add_version("", 1, "h")
+        store.put_version(Draft("v", "", size=1, hash="h"))
     with pytest.raises(ValueError):
-        store.add_version("obj", -1, "h")
+        store.put_version(Draft("v", "k", size=-1, hash="h"))
     with pytest.raises(ValueError):
-        store.add_version("obj", 5, "")  # a delete marker has size 0
+        store.put_version(Draft("v", "\ud800", size=1, hash="h"))
     with pytest.raises(ValueError):
-        store.versions(limit=0)
-    with pytest.raises(ValueError):
-        store.versions(offset=-1)
-    with pytest.raises(ValueError):
-        store.add_version("bad \udcff surrogate", 1, "h")
-    with pytest.raises(ValueError):
-        store.latest("bad \udcff surrogate")
-    assert store.latest("obj") is None
-    assert store.get("obj", 2**64) is None
-    store.delete_version("obj", 2**64)
+        store.versions_of("v", "k", offset=-1)
 
 
-def test_large_size(store: MetadataStore) -> None:
-    big, huge = 5 * 2**31 + 3, 2**62 + 1
-    h1, h2 = b64hash(b"big"), b64hash(b"huge")
-    store.add_version("big", big, h1)
-    store.add_version("big", huge, h2)
-    assert store.get("big", 1) == Metadata("big", 1, big, h1)
-    assert store.latest("big") == Metadata("big", 2, huge, h2)
-    assert store.hash_size(h1) == big
-    assert [m.size for m in store.versions("big")] == [big, huge]
+def test_odd_keys_round_trip_and_sort_as_bytes(store: MetadataStore) -> None:
+    keys = ["a", "a/b", "a//b", "/lead", "trail/", "a_b", "a%b", "ü", "日本", "🎉", "a b",
+            "tab\tnl\n", "\x7f", "Z", "a0", "\U0010fffe"]
+    for key in keys:
+        put(store, key, key)
+    listed = [v.key for v in store.current_page("v", "", True, None, 100)]
+    assert listed == sorted(keys, key=lambda k: k.encode("utf-8"))
+    for key in keys:
+        assert store.version("v", key).hash == key
+    # no LIKE: _ and % are plain characters
+    assert [v.key for v in store.current_page("v", "a_", True, "a_c", 10)] == ["a_b"]
 
 
-# -- concurrency -----------------------------------------------------------------------------
+# -- listing -------------------------------------------------------------------------------------
+
+def _list(store: MetadataStore, prefix="", delimiter="", marker="", limit=1000):
+    def fetch(cursor: Cursor, end, n):
+        return store.current_page("v", cursor.key, cursor.inclusive, end, n)
+
+    return walk(fetch, lambda v: Cursor(v.key), lambda v: v.key, prefix, delimiter,
+                start_cursor(prefix, delimiter, marker), limit)
 
 
-def test_concurrent_add_version_threads(store: MetadataStore) -> None:
-    threads, per_thread = 8, 25
-    got: list[int] = []
+def test_listing_prefix_delimiter_and_markers(store: MetadataStore) -> None:
+    for key in ["a", "a/1", "a/2", "a/b/3", "ab", "b/x", "b/y", "c", "d//e"]:
+        put(store, key)
+    page = _list(store, delimiter="/")
+    assert page.prefixes == ["a/", "b/", "d/"] and [v.key for v in page.rows] == ["a", "ab", "c"]
+    assert [kind for kind, _ in page.items] == ["row", "prefix", "row", "prefix", "row", "prefix"]
+    page = _list(store, prefix="a/", delimiter="/")
+    assert [v.key for v in page.rows] == ["a/1", "a/2"] and page.prefixes == ["a/b/"]
+    first = _list(store, delimiter="/", limit=2)
+    assert first.truncated and [i[1] if i[0] == "prefix" else i[1].key
+                                for i in first.items] == ["a", "a/"]
+    rest = _list(store, delimiter="/", marker="a/", limit=10)
+    assert not rest.truncated and [v.key for v in rest.rows] == ["ab", "c"]
+    assert _list(store, prefix="b/", limit=1).truncated
+    assert not _list(store, prefix="b/", limit=2).truncated
+    assert _list(store, limit=0).items == []
+    assert [v.key for v in _list(store, prefix="zz").rows] == []
+    assert _list(store, delimiter="//").prefixes == ["d//"]
+
+
+def test_listing_hides_delete_markers_and_shows_latest(store: MetadataStore) -> None:
+    put(store, "a", "1")
+    put(store, "a", "2")
+    put(store, "b")
+    store.delete_object("v", "b")
+    rows = _list(store).rows
+    assert [(v.key, v.etag) for v in rows] == [("a", "e-2")]
+
+
+def test_versions_page_orders_and_resumes(store: MetadataStore) -> None:
+    a1, a2 = put(store, "a", "1"), put(store, "a", "2")
+    b1 = put(store, "b", "3")
+    everything = store.versions_page("v", "", None, None, 10)
+    assert [(v.key, v.version_id) for v in everything] == [
+        ("a", a2.version_id), ("a", a1.version_id), ("b", b1.version_id)]
+    assert [v.is_latest for v in everything] == [True, False, True]
+    after = store.versions_page("v", "a", a2.seq, None, 10)
+    assert [v.version_id for v in after] == [a1.version_id, b1.version_id]
+    assert [v.key for v in store.versions_page("v", "a", None, "b", 10)] == ["a", "a"]
+
+
+def test_versions_of_and_keys_with_versions_over(store: MetadataStore) -> None:
+    for i in range(4):
+        put(store, "many", str(i))
+    put(store, "one")
+    assert [v.number for v in store.versions_of("v", "many", offset=1, limit=2)] == [2, 3]
+    assert [(v.key, v.number) for v in store.versions_of("v", None, limit=10)][-1] == ("one", 1)
+    over = store.keys_with_versions_over("v", 2)
+    assert [(key, [v.number for v in versions]) for key, versions in over] == [
+        ("many", [1, 2, 3, 4])]
+    assert store.keys_with_versions_over("v", 2, after="many") == []
+
+
+# -- contents ----------------------------------------------------------------------------------
+
+def test_content_references_and_collection(store: MetadataStore) -> None:
+    a = put(store, "k1", "shared")
+    put(store, "k2", "shared", shared=True)
+    assert store.content("shared").refs == 2 and store.has_hash("shared")
+    assert store.hash_size("shared") == 1
+    store.delete_version("v", "k1", a.version_id)
+    assert store.content("shared").refs == 1
+    store.delete_version("v", "k2", store.version("v", "k2").version_id)
+    gone = store.content("shared")
+    assert gone.refs == 0 and gone.unreferenced_since is not None
+    assert store.claim_unreferenced("shared", older_than=3600) is False   # in its grace
+    assert [c.hash for c in store.unreferenced(older_than=0)] == ["shared"]
+    assert store.touch_content("shared")                 # a writer shares it again
+    assert store.claim_unreferenced("shared", older_than=0) is True
+    assert store.content("shared") is None and not store.has_hash("shared")
+    with pytest.raises(ContentGone):
+        put(store, "k3", "shared", shared=True)
+    assert store.touch_content("shared") is False
+    put(store, "k3", "shared")                           # stored again: known again
+    assert store.hashes() == ["shared"] and store.hashes(after="shared") == []
+
+
+def test_delete_marker_does_not_release_content(store: MetadataStore) -> None:
+    put(store, "k", "h")
+    store.delete_object("v", "k")
+    assert store.content("h").refs == 1
+
+
+# -- multipart -----------------------------------------------------------------------------------
+
+def _part(number: int, hash_: str, size: int = 5) -> Part:
+    return Part(number, hash_, size, f"etag-{hash_}", {"CRC32": "x"})
+
+
+def test_multipart_complete_is_a_manifest(store: MetadataStore) -> None:
+    meta = ObjectMeta(content_type="video/mp4")
+    upload = store.create_upload("v", "big", meta)
+    assert store.upload(upload.upload_id).meta == meta
+    for number, hash_ in [(1, "p1"), (2, "p2"), (3, "p3"), (2, "p2b")]:   # 2 re-sent
+        store.put_part(upload.upload_id, _part(number, hash_), md5=f"md5-{hash_}")
+    assert [p.hash for p in store.upload_parts(upload.upload_id)] == ["p1", "p2b", "p3"]
+    assert [p.number for p in store.upload_parts(upload.upload_id, after=1, limit=1)] == [2]
+    assert store.content("p2").refs == 0                 # the replaced part is released
+    chosen = (_part(1, "p1"), _part(3, "p3"))
+    with pytest.raises(InvalidPart):
+        store.complete_upload(upload.upload_id, Draft("v", "big", 5, etag="m-2",
+                                                      parts=(_part(2, "p2"),)))
+    version = store.complete_upload(upload.upload_id, Draft("v", "big", 10, etag="m-2",
+                                                            meta=meta, parts=chosen))
+    assert version.parts == 2 and version.size == 10 and version.hash == ""
+    again = store.complete_upload(upload.upload_id, None)
+    assert again.version_id == version.version_id
+    assert store.content("p2b").refs == 0 and store.content("p1").refs == 1
+    parts = store.parts(version)
+    assert [(p.number, p.offset) for p in parts] == [(1, 0), (3, 5)]
+    assert [p.number for p in store.parts(version, offset=7)] == [3]
+    assert [p.number for p in store.parts(version, offset=5)] == [3]
+    assert [p.number for p in store.parts(version, offset=4)] == [1, 3]
+    assert store.version("v", "big").meta.content_type == "video/mp4"
+    with pytest.raises(NoSuchUpload):
+        store.put_part(upload.upload_id, _part(4, "p4"))
+    store.delete_version("v", "big", version.version_id)
+    assert store.content("p1").refs == 0 and store.content("p3").refs == 0
+
+
+def test_multipart_abort_listing_and_idle(store: MetadataStore) -> None:
+    one = store.create_upload("v", "a", ObjectMeta())
+    two = store.create_upload("v", "a", ObjectMeta())
+    three = store.create_upload("v", "b", ObjectMeta())
+    assert one.upload_id < two.upload_id
+    page = store.uploads_page("v", "", None, None, 10)
+    assert [u.upload_id for u in page] == [one.upload_id, two.upload_id, three.upload_id]
+    assert [u.upload_id for u in store.uploads_page("v", "a", one.upload_id, None, 10)] == [
+        two.upload_id, three.upload_id]
+    store.put_part(one.upload_id, _part(1, "q"))
+    assert store.abort_upload(one.upload_id) is True
+    assert store.abort_upload(one.upload_id) is False
+    assert store.content("q").refs == 0
+    assert store.upload(one.upload_id) is None
+    with pytest.raises(NoSuchUpload):
+        store.put_part(one.upload_id, _part(1, "q"))
+    with pytest.raises(NoSuchUpload):
+        store.complete_upload("nope", Draft("v", "a", 5, parts=(_part(1, "q"),)))
+    assert {u.upload_id for u in store.idle_uploads(older_than=0)} == {
+        two.upload_id, three.upload_id}
+    assert store.idle_uploads(older_than=3600) == []
+    store.put_part(two.upload_id, _part(1, "r"))
+    store.complete_upload(two.upload_id, Draft("v", "a", 5, parts=(_part(1, "r"),)))
+    store.forget_upload(two.upload_id)
+    assert store.upload(two.upload_id) is None
+    store.forget_upload(three.upload_id)                 # in progress: not forgotten
+    assert store.upload(three.upload_id) is not None
+
+
+def test_delete_bucket_aborts_its_uploads(store: MetadataStore) -> None:
+    store.create_bucket("tmp")
+    upload = store.create_upload("tmp", "k", ObjectMeta())
+    store.put_part(upload.upload_id, _part(1, "z"))
+    store.delete_bucket("tmp")
+    assert store.upload(upload.upload_id) is None and store.content("z").refs == 0
+
+
+def test_complete_checks_condition(store: MetadataStore) -> None:
+    put(store, "k", "old")
+    upload = store.create_upload("v", "k", ObjectMeta())
+    store.put_part(upload.upload_id, _part(1, "n"))
+    with pytest.raises(ConditionNotMet):
+        store.complete_upload(upload.upload_id, Draft("v", "k", 5, parts=(_part(1, "n"),)),
+                              WriteCondition(absent=True))
+    assert store.version("v", "k").hash == "old" and store.upload(upload.upload_id) is not None
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+def test_records(store: MetadataStore) -> None:
+    store.put_record("fault", "r1", {"name": "one", "n": 1})
+    store.put_record("fault", "r1", {"name": "uno"})
+    store.put_record("fault", "r2", {"name": "two"})
+    assert store.record("fault", "r1") == {"name": "uno"}
+    assert [i for i, _ in store.records("fault")] == ["r1", "r2"]
+    assert store.delete_record("fault", "r1") and not store.delete_record("fault", "r1")
+    assert store.record("fault", "r1") is None and store.records("other") == []
+
+
+# -- concurrency -------------------------------------------------------------------------------------
+
+def test_concurrent_writers_of_one_key_threads(store: MetadataStore) -> None:
+    threads, each = 8, 20
     errors: list[BaseException] = []
-    lock = threading.Lock()
     start = threading.Barrier(threads)
 
     def worker(i: int) -> None:
         try:
             start.wait()
-            for j in range(per_thread):
-                version = store.add_version("hot", i * 1000 + j, b64hash(b"%d" % i)).version
-                with lock:
-                    got.append(version)
-        except BaseException as exc:  # surfaced below
+            for j in range(each):
+                put(store, "hot", f"{i}-{j}")
+        except BaseException as exc:
             errors.append(exc)
 
     pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
@@ -221,28 +429,41 @@ def test_concurrent_add_version_threads(store: MetadataStore) -> None:
     for t in pool:
         t.join()
     assert not errors
-    total = threads * per_thread
-    assert sorted(got) == list(range(1, total + 1))
-    stored = store.versions("hot", limit=1000)
-    assert [m.version for m in stored] == list(range(1, total + 1))
-    # No add was lost: every (thread, sequence) pair is stored exactly once.
-    assert sorted(m.size for m in stored) == sorted(
-        i * 1000 + j for i in range(threads) for j in range(per_thread)
-    )
+    stored = store.versions_of("v", "hot", limit=1000)
+    assert [v.number for v in stored] == list(range(1, threads * each + 1))
+    assert sorted(v.hash for v in stored) == sorted(f"{i}-{j}" for i in range(threads)
+                                                    for j in range(each))
+    assert sum(v.is_latest for v in stored) == 1
 
 
-def _add_many(
-    spec: StoreSpec, name: str, count: int, tag: int, start: Any, results: Any
-) -> None:
-    """Child process body: its own store, ``count`` adds, the versions it was given."""
+def test_create_only_race_has_one_winner(store: MetadataStore) -> None:
+    threads = 12
+    outcomes: list[str] = []
+    start = threading.Barrier(threads)
+
+    def worker(i: int) -> None:
+        start.wait()
+        try:
+            put(store, "once", f"w{i}", condition=WriteCondition(absent=True))
+            outcomes.append("won")
+        except ConditionNotMet:
+            outcomes.append("lost")
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert sorted(outcomes) == ["lost"] * (threads - 1) + ["won"]
+    assert len(store.versions_of("v", "once")) == 1
+
+
+def _put_many(spec: StoreSpec, tag: int, count: int, start, results) -> None:
+    """Child process body: its own store, ``count`` versions of one key."""
     store = spec.open()
     try:
-        store.check()
-        start.wait(timeout=30)  # both processes hammer the backend at the same time
-        got = []
-        for i in range(count):
-            got.append(store.add_version(name, tag * 1000 + i, b64hash(b"p")).version)
-            time.sleep(0.001)  # let the other process in: SQLite's busy wait is not fair
+        start.wait(timeout=30)
+        got = [put(store, "shared", f"{tag}-{i}").number for i in range(count)]
         results.put((tag, got))
     except BaseException as exc:
         results.put((tag, repr(exc)))
@@ -250,310 +471,92 @@ def _add_many(
         store.close()
 
 
-def test_concurrent_add_version_processes(spec: StoreSpec, store: MetadataStore) -> None:
-    store.add_version("shared", 1, b64hash(b"p"))  # creates the file / index first
-    processes, per_process = 2, 100
+def test_concurrent_writers_of_one_key_processes(spec: StoreSpec,
+                                                  store: MetadataStore) -> None:
+    processes, each = 2, 60
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(processes), ctx.Queue()
-    children = [
-        ctx.Process(target=_add_many, args=(spec, "shared", per_process, tag, start, results))
-        for tag in range(processes)
-    ]
+    children = [ctx.Process(target=_put_many, args=(spec, tag, each, start, results))
+                for tag in range(processes)]
     for child in children:
         child.start()
-    outcomes = dict(results.get(timeout=60) for _ in children)
+    outcomes = dict(results.get(timeout=120) for _ in children)
     for child in children:
         child.join(timeout=10)
     assert all(isinstance(v, list) for v in outcomes.values()), outcomes
-    got = sorted(v for versions in outcomes.values() for v in versions)
-    total = 1 + processes * per_process
-    assert got == list(range(2, total + 1))
-    assert [m.version for m in store.versions("shared", limit=1000)] == list(range(1, total + 1))
+    got = sorted(n for numbers in outcomes.values() for n in numbers)
+    assert got == list(range(1, processes * each + 1))
+    assert len(store.versions_of("v", "shared", limit=1000)) == processes * each
 
 
-# -- listing ---------------------------------------------------------------------------------
+# -- backends ------------------------------------------------------------------------------------------
 
-ODD_NAMES = [
-    "with space",
-    "a/b/c",
-    "/leading",
-    "trailing/",
-    "ünïcødé ✓",
-    "日本語の名前",
-    "emoji 🎉",
-    "100%",
-    "%2F",
-    "a%",
-    "under_score",
-    "a_",
-    "a_c",
-    "abc",
-    "a_1",
-    "a",
-    'quo"te',
-    "it's",
-    "back\\slash",
-    "?query#frag&x=1",
-    "*",
-    "+plus+",
-    ".",
-    "..",
-    "_id",
-    "tab\tand\nnewline",
-]
+def test_check_names_the_backend(store: MetadataStore, spec: StoreSpec) -> None:
+    assert store.check().startswith(spec.kind)
 
 
-def test_odd_names_round_trip(store: MetadataStore) -> None:
-    for i, name in enumerate(ODD_NAMES):
-        for j in range(i % 3 + 1):
-            store.add_version(name, i * 10 + j, b64hash(name.encode()))
-    for i, name in enumerate(ODD_NAMES):
-        count = i % 3 + 1
-        expected = [Metadata(name, j + 1, i * 10 + j, b64hash(name.encode())) for j in range(count)]
-        assert store.latest(name) == expected[-1], name
-        assert store.get(name, 1) == expected[0], name
-        assert store.versions(name) == expected, name  # no wildcard or prefix cross-talk
-    assert store.latest("a_") != store.latest("ab")
-    assert store.latest("ab") is None
-    assert store.latest("%") is None
-    all_names = [m.name for m in store.versions(limit=1000)]
-    assert sorted(set(all_names)) == sorted(ODD_NAMES)
+def test_listing_helpers() -> None:
+    assert successor("a") == "b" and successor("a/") == "a0"
+    assert successor("\U0010ffff") is None and successor("a\U0010ffff") == "b"
+    assert successor("\ud7ff") == "\ue000"
+    assert start_cursor("p/", "/", "p/a/x") == Cursor(successor("p/a/"), None, True)
+    assert start_cursor("p/", "", "a") == Cursor("p/", None, True)
 
 
-def test_versions_paging_and_sort(store: MetadataStore) -> None:
-    rng = random.Random(7)
-    plan = list(zip(["b", "a", "A", "ä", "a/b", "a b", "z", "Z1"], range(1, 9)))
-    adds = [name for name, n in plan for _ in range(n % 4 + 1)]
-    rng.shuffle(adds)
-    for name in adds:
-        store.add_version(name, len(name), b64hash(name.encode()))
-    expected = sorted(
-        (name, v) for name, n in plan for v in range(1, n % 4 + 2)
-    )  # Python sorts by code point, as both backends must
-    assert [(m.name, m.version) for m in store.versions(limit=1000)] == expected
-    paged: list[tuple[str, int]] = []
-    offset = 0
-    while True:
-        page = store.versions(offset=offset, limit=4)
-        assert len(page) <= 4
-        if not page:
-            break
-        paged.extend((m.name, m.version) for m in page)
-        offset += len(page)
-    assert paged == expected
-    assert [m.version for m in store.versions("a", offset=1, limit=1)] == [2]
-    assert store.versions("a", offset=10) == []
-    assert store.versions("nobody") == []
-
-
-def test_has_hash_and_hash_size(store: MetadataStore) -> None:
-    # Hashes with the characters the book's q= queries mangled: '+', '/', '='.
-    tricky = "+/+/abc+def/==" + "A" * 30
-    spaced = tricky.replace("+", " ")
-    h = b64hash(b"payload")
-    store.add_version("x", 7, h)
-    store.add_version("y", 12345, tricky)
-    assert store.has_hash(h) and store.has_hash(tricky)
-    assert not store.has_hash(spaced)
-    assert not store.has_hash(tricky.lower())
-    assert not store.has_hash(b64hash(b"other"))
-    assert store.hash_size(h) == 7
-    assert store.hash_size(tricky) == 12345
-    assert store.hash_size(spaced) is None
-    # Any version of any name counts.
-    store.add_version("x", 0, "")
-    assert store.has_hash(h)
-
-
-def test_hashes_paging(store: MetadataStore) -> None:
-    hashes = sorted({b64hash(b"%d" % i) for i in range(23)})
-    for i, h in enumerate(hashes):
-        store.add_version(f"n{i % 5}", i + 1, h)
-        if i % 4 == 0:
-            store.add_version(f"dup{i}", i + 1, h)  # same content under another name
-            store.add_version(f"n{i % 5}", 0, "")  # delete markers are not hashes
-    collected: list[str] = []
-    after: str | None = None
-    while True:
-        page = store.hashes(after=after, limit=6)
-        assert len(page) <= 6
-        if not page:
-            break
-        collected.extend(page)
-        after = page[-1]
-    assert collected == hashes
-    assert store.hashes(limit=1000) == hashes
-    assert store.hashes(after=hashes[10], limit=3) == hashes[11:14]
-
-
-def test_names_with_versions_over(store: MetadataStore) -> None:
-    h = b64hash(b"r")
-    over: dict[str, list[int]] = {}
-    for i in range(14):  # more than the book's 10 terms buckets
-        name = f"keep/{i:02d} ü"
-        for _ in range(6):
-            store.add_version(name, 1, h)
-        store.delete_version(name, 2 + i % 3)  # non-contiguous versions
-        over[name] = [v for v in range(1, 7) if v != 2 + i % 3]
-    for i in range(5):
-        store.add_version(f"few{i}", 1, h)
-        store.add_version(f"few{i}", 1, h)
-    store.add_version("exactly3", 1, h)
-    store.add_version("exactly3", 1, h)
-    store.add_version("exactly3", 1, h)
-    expected = sorted(over.items())
-
-    assert store.names_with_versions_over(3, limit=1000) == expected
-    paged: list[tuple[str, list[int]]] = []
-    after: str | None = None
-    while True:
-        page = store.names_with_versions_over(3, after=after, limit=4)
-        assert len(page) <= 4
-        if not page:
-            break
-        paged.extend(page)
-        after = page[-1][0]
-    assert paged == expected
-    assert len(store.names_with_versions_over(1, limit=1000)) == 14 + 5 + 1
-    assert store.names_with_versions_over(5, limit=1000) == []
-    assert store.names_with_versions_over(3, after=expected[-1][0]) == []
-
-
-def test_check(store: MetadataStore, spec: StoreSpec) -> None:
-    description = store.check()
-    assert isinstance(description, str) and description
-    if spec.kind == "sqlite":
-        assert description == f"sqlite:{spec.location}"
-    else:
-        assert description.startswith("elasticsearch ")
-
-
-def test_many_threads_read_while_writing(store: MetadataStore) -> None:
-    h = b64hash(b"rw")
-    store.add_version("rw", 1, h)
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            for _ in range(30):
-                latest = store.latest("rw")
-                assert latest is not None and latest.version >= 1
-                assert store.has_hash(h)
-        except BaseException as exc:
-            errors.append(exc)
-
-    readers = [threading.Thread(target=reader) for _ in range(6)]
-    for t in readers:
-        t.start()
-    for _ in range(20):
-        store.add_version("rw", 1, h)
-    for t in readers:
-        t.join()
-    assert not errors
-    assert store.latest("rw").version == 21  # type: ignore[union-attr]
-
-
-# -- backend-independent helpers (no server needed) ------------------------------------------
-
-
-def test_open_store_sqlite_creates_parent_dirs(tmp_path: Path) -> None:
+def test_open_store_selects_backend(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "metadata.db"
-    with open_store(Config(metadata_db=path)) as store:
-        assert isinstance(store, SqliteStore)
-        assert path.exists()
-        assert store.check() == f"sqlite:{path}"
+    with open_store(Config(metadata_db=path)) as opened:
+        assert isinstance(opened, SqliteStore) and path.exists()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    url = f"{POSTGRES}?schema={schema}"
+    with open_store(Config(metadata_url=url)) as opened:
+        assert isinstance(opened, PostgresStore)
+        opened.drop_schema()
+    assert split_url("postgresql://h/db?schema=s_1&sslmode=disable") == (
+        "postgresql://h/db?sslmode=disable", "s_1")
+    with pytest.raises(ValueError):
+        split_url("postgresql://h/db?schema=x;drop")
 
 
-def test_sqlite_group_commit_fails_a_refused_version_alone(tmp_path: Path) -> None:
-    """Versions committed together: one the database refuses fails on its own, the rest of
-    its batch is written, and a batch whose commit fails fails as a whole."""
-    import sqlite3
+def test_postgres_unreachable_is_a_metadata_error() -> None:
+    with pytest.raises(MetadataError):
+        PostgresStore("postgresql://postgres@127.0.0.1:9/test?connect_timeout=1")
 
-    from lib.metadata.sqlite import _PendingVersion
+
+def test_sqlite_migrates_a_first_release_database(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE versions (name TEXT NOT NULL, version INTEGER NOT NULL, "
+                     "size INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (name, version))")
+        conn.executemany("INSERT INTO versions VALUES (?, ?, ?, ?)", [
+            ("a", 1, 3, "h1"), ("a", 2, 4, "h2"), ("a", 3, 0, ""), ("b", 1, 5, "h1")])
+    with SqliteStore(path, book_bucket="book") as migrated:
+        assert migrated.bucket("book").versioning == ENABLED
+        assert [(v.number, v.delete_marker) for v in migrated.versions_of("book", "a")] == [
+            (1, False), (2, False), (3, True)]
+        assert migrated.version("book", "a").delete_marker
+        assert migrated.numbered("book", "b", 1).hash == "h1"
+        assert migrated.content("h1").refs == 2
+        assert put(migrated, "a", "h3", bucket="book").number == 4
+        assert [v.key for v in migrated.current_page("book", "", True, None, 10)] == ["a", "b"]
+    with SqliteStore(path) as again:                       # migrated once, then left alone
+        assert again.check() == f"sqlite:{path}"
+        assert len(again.versions_of("book", "a")) == 4
+
+
+def test_sqlite_group_commit_fails_a_refused_write_alone(tmp_path: Path) -> None:
+    from lib.metadata.sqlite import _Pending
 
     path = tmp_path / "md.db"
     with SqliteStore(path) as store:
+        store.create_bucket("v", versioning=ENABLED)
         with sqlite3.connect(path) as conn:
             conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON versions "
-                         "WHEN NEW.name = 'refused' BEGIN SELECT RAISE(ABORT, 'no'); END")
-        batch = [_PendingVersion(n, 1, b64hash(n.encode())) for n in ("a", "refused", "a")]
+                         "WHEN NEW.key = 'refused' BEGIN SELECT RAISE(ABORT, 'no'); END")
+        batch = [_Pending(lambda tx, k=k: store._insert(tx, Draft("v", k, 1, "h"), None,
+                                                         ENABLED))
+                 for k in ("a", "refused", "a")]
         store._commit_batch(batch)
-        assert [p.version for p in batch] == [1, 0, 2]
         assert batch[0].error is None and isinstance(batch[1].error, MetadataError)
-        assert [m.version for m in store.versions("a")] == [1, 2]
-        assert store.versions("refused") == []
-
-        holder = sqlite3.connect(path, isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")             # nobody else can write meanwhile
-        try:
-            original = store._open
-
-            def impatient():
-                conn = original()
-                conn.execute("PRAGMA busy_timeout=50")
-                return conn
-
-            store._idle.clear()
-            store._open = impatient
-            batch = [_PendingVersion("b", 1, b64hash(b"b"))]
-            store._commit_batch(batch)
-            assert isinstance(batch[0].error, MetadataError)
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        assert store.add_version("b", 1, b64hash(b"b")).version == 1
-
-
-def test_open_store_elasticsearch_is_lazy_and_reports_unreachable() -> None:
-    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-    store = open_store(Config(es_server="127.0.0.1:9", es_index="x", http_timeout=2))
-    try:
-        assert isinstance(store, ElasticsearchStore)
-        with pytest.raises(MetadataError):
-            store.check()
-        with pytest.raises(MetadataError):
-            store.latest("a")
-    finally:
-        store.close()
-
-
-def test_parse_total_hits() -> None:
-    assert parse_total_hits(0) == 0
-    assert parse_total_hits(42) == 42  # ES 6: a plain integer
-    assert parse_total_hits({"value": 0, "relation": "eq"}) == 0  # ES 7/8
-    assert parse_total_hits({"value": 10000, "relation": "gte"}) == 10000
-    for garbage in [
-        None,
-        "3",
-        -1,
-        True,
-        1.5,
-        {},
-        {"value": 3},
-        {"value": "3", "relation": "eq"},
-        {"value": 3, "relation": "about"},
-        {"value": True, "relation": "eq"},
-        {"value": 3, "relation": "eq", "extra": 1},
-        [3],
-    ]:
-        with pytest.raises(MetadataError):
-            parse_total_hits(garbage)
-
-
-def test_es_helpers() -> None:
-    assert server_url("127.0.0.1:9200") == "http://127.0.0.1:9200"
-    assert server_url("https://es.example:9243") == "https://es.example:9243"
-    assert server_url("localhost") == "http://localhost:9200"
-    assert doc_id("a b/c", 3) == "a b/c_3"
-    long_name = "é" * 400
-    long_id = doc_id(long_name, 12)
-    assert len(long_id.encode()) <= 512 and long_id.endswith("_12")
-    assert long_id != doc_id(long_name + "x", 12)
-
-
-def test_metadata_value() -> None:
-    m = Metadata("n", 1, 2, "h")
-    assert m.to_book_json() == {"Name": "n", "Version": 1, "Size": 2, "Hash": "h"}
-    assert not m.is_delete_marker
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        m.version = 3  # type: ignore[misc]
+        assert [v.number for v in store.versions_of("v", "a")] == [1, 2]
+        assert store.versions_of("v", "refused") == []

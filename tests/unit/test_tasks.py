@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from api_server import ApiServer
+from lib.objects.repairs import Repairs
 from lib.collector import OrphanCollector, local_shards, purge_local_garbage
 from lib.objectstream import ShardInfo
 from lib.errors import CorruptShard, DataServerError, ObjectNotFound, Refused
@@ -182,12 +182,11 @@ class FakeLocator:
         pass
 
 
-def _api(bus):
-    repairer = FakeRepairer()
-    api = ApiServer(config=None, metadata=None, registry=None, locator=FakeLocator(),
-                    client=None, bus=bus, repairer=repairer,
-                    tasks=TaskPublisher(bus, TaskQueues("tq")))
-    return api, repairer
+def _repairs(bus):
+    repairs = Repairs(client=None, registry=None, locator=FakeLocator(),
+                      tasks=TaskPublisher(bus, TaskQueues("tq")))
+    repairs.local = FakeRepairer()
+    return repairs
 
 
 @pytest.mark.parametrize("connected, consumers, queued", [
@@ -198,10 +197,10 @@ def _api(bus):
 ])
 def test_repairs_go_to_the_queue_or_fall_back_in_process(connected, consumers, queued):
     bus = FakeBus(connected, consumers)
-    api, repairer = _api(bus)
-    api.request_repair(HASH, 10, [2], {1: "127.0.1.1:1"})
+    repairs = _repairs(bus)
+    repairs.request(HASH, 10, [2], {1: "127.0.1.1:1"})
     assert bool(bus.sent) == queued
-    assert repairer.requested == ([] if queued else [HASH])
+    assert repairs.local.requested == ([] if queued else [HASH])
     if queued:
         task = Task.from_json(bus.sent[0][2])
         assert task.kind == "repair" and task.damaged == {1: "127.0.1.1:1"}

@@ -1,9 +1,11 @@
-"""Repairs requested by degraded GETs and by PUTs below full width, run in the background.
+"""Repairs requested by degraded GETs and by PUTs below full width, without making the client
+wait.
 
-The client's request never waits for a repair: it is queued here (once per object while it is
-pending) and a small pool of threads re-locates the object and rebuilds what is still missing.
-This is the fallback for when the durable task queue cannot be reached (``lib/tasks.py``); the
-repair itself is :func:`lib.rs.repair.repair_object`, shared with the task worker.
+:class:`Repairs` is what the object layer calls: a repair goes to the durable task queue
+(``lib/tasks.py``) when a worker consumes it, and otherwise to the :class:`Repairer` here, a
+small pool of threads (one repair per object while it is pending) that re-locates the object
+and rebuilds what is still missing.  The repair itself is :func:`lib.rs.repair.repair_object`,
+shared with the task worker and the object scanner.
 """
 from __future__ import annotations
 
@@ -18,8 +20,7 @@ from lib.locator import LOCATION_TTL, Locator
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
 from lib.rs.repair import repair_object
-
-__all__ = ["Repairer", "repair_object"]
+from lib.tasks import Task, TaskPublisher
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +112,32 @@ class Repairer:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+
+
+class Repairs:
+    """Where repair requests go: the task queue first, this process's Repairer otherwise."""
+
+    def __init__(self, client: DataServerClient, registry: DataServerRegistry, locator: Locator,
+                 tasks: TaskPublisher | None = None):
+        self._locator = locator
+        self._tasks = tasks
+        self.local = Repairer(client, registry, locator)
+        self.local.report = self.request
+
+    def request(self, hash_: str, size: int, missing: list[int],
+                damaged: dict[int, str] | None = None) -> None:
+        """Have missing or damaged shards of content ``hash_`` rebuilt."""
+        log.warning("object %s (%d bytes) needs shards %s rebuilt", hash_, size,
+                    sorted(set(missing) | set(damaged or {})))
+        self._locator.forget(hash_)
+        if self._tasks is not None and self._tasks.has_worker():
+            if self._tasks.publish(Task.repair(hash_, size, damaged), dedup=hash_):
+                return
+            log.warning("task queue unreachable: repairing %s in this process", hash_)
+        self.local.request(hash_, size, damaged)
+
+    def check_unread(self, hash_: str, size: int, shards: dict[int, str]) -> None:
+        self.local.check_unread(hash_, size, shards)
+
+    def close(self) -> None:
+        self.local.close()

@@ -1,0 +1,227 @@
+"""PostgreSQL metadata backend: one store shared by api servers on several hosts.
+
+The operations are ``lib/metadata/sql.py``'s; this module runs each in a transaction of its
+own on a pooled psycopg 3 connection (READ COMMITTED: every statement sees the rows committed
+before it, and a writer serialises with the others of its key on the ``keys`` row it upserts
+first).  Deadlocks and serialization failures are retried; a connection that died (a restarted
+server, ``pg_terminate_backend``) is replaced by the pool, and the operation is retried when it
+cannot have committed.  Keys are ``COLLATE "C"``: they compare as UTF-8 bytes, as S3 lists them.
+
+The schema is versioned (``tessera_schema`` table) and lives in the schema named by the URL's
+``schema`` query parameter (default ``public``), so several clusters or test runs can share
+one database.  This is the only module that imports ``psycopg``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import TypeVar
+
+from lib.metadata import MetadataError
+from lib.metadata.sql import SqlStore, Tx
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 2
+#: Connections each process keeps (an api worker's threads share them).
+POOL_MAX = 16
+#: Seconds a request waits for a pooled connection, and the server's statement timeout.
+WAIT_TIMEOUT = 10.0
+ATTEMPTS = 4
+
+_KEY = 'TEXT COLLATE "C" NOT NULL'
+_SCHEMA = (
+    f"""CREATE TABLE buckets (
+        name {_KEY} PRIMARY KEY, created DOUBLE PRECISION NOT NULL,
+        owner TEXT NOT NULL DEFAULT '', versioning TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL DEFAULT '{{}}')""",
+    f"""CREATE TABLE keys (
+        bucket {_KEY}, key {_KEY}, last_number BIGINT NOT NULL, PRIMARY KEY (bucket, key))""",
+    f"""CREATE TABLE versions (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        bucket {_KEY}, key {_KEY}, number BIGINT NOT NULL,
+        is_null INTEGER NOT NULL, is_latest INTEGER NOT NULL, delete_marker INTEGER NOT NULL,
+        created DOUBLE PRECISION NOT NULL, size BIGINT NOT NULL CHECK (size >= 0),
+        hash TEXT NOT NULL, etag TEXT NOT NULL, parts INTEGER NOT NULL, meta TEXT NOT NULL)""",
+    "CREATE UNIQUE INDEX versions_key ON versions (bucket, key, seq DESC)",
+    "CREATE UNIQUE INDEX versions_number ON versions (bucket, key, number)",
+    "CREATE UNIQUE INDEX versions_latest ON versions (bucket, key) WHERE is_latest = 1",
+    "CREATE UNIQUE INDEX versions_null ON versions (bucket, key) WHERE is_null = 1",
+    f"""CREATE TABLE current (
+        bucket {_KEY}, key {_KEY}, seq BIGINT NOT NULL, number BIGINT NOT NULL,
+        created DOUBLE PRECISION NOT NULL, size BIGINT NOT NULL, etag TEXT NOT NULL,
+        PRIMARY KEY (bucket, key))""",
+    """CREATE TABLE version_parts (
+        seq BIGINT NOT NULL, number INTEGER NOT NULL, hash TEXT NOT NULL, size BIGINT NOT NULL,
+        etag TEXT NOT NULL, checksums TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
+        content_offset BIGINT NOT NULL, content_size BIGINT NOT NULL,
+        part_offset BIGINT NOT NULL, PRIMARY KEY (seq, number))""",
+    "CREATE INDEX version_parts_offset ON version_parts (seq, part_offset)",
+    """CREATE TABLE contents (
+        hash TEXT COLLATE "C" PRIMARY KEY, size BIGINT NOT NULL, md5 TEXT NOT NULL,
+        refs INTEGER NOT NULL, unreferenced_since DOUBLE PRECISION,
+        created DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX contents_unreferenced ON contents (unreferenced_since) WHERE refs <= 0",
+    f"""CREATE TABLE uploads (
+        upload_id TEXT COLLATE "C" PRIMARY KEY, bucket {_KEY}, key {_KEY},
+        created DOUBLE PRECISION NOT NULL, meta TEXT NOT NULL, completed BIGINT)""",
+    "CREATE INDEX uploads_key ON uploads (bucket, key, upload_id)",
+    "CREATE INDEX uploads_created ON uploads (created)",
+    """CREATE TABLE upload_parts (
+        upload_id TEXT NOT NULL, number INTEGER NOT NULL, hash TEXT NOT NULL,
+        size BIGINT NOT NULL, etag TEXT NOT NULL, checksums TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL, content_offset BIGINT NOT NULL,
+        content_size BIGINT NOT NULL, PRIMARY KEY (upload_id, number))""",
+    """CREATE TABLE records (
+        kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+        updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, id))""",
+)
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def _dialect(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s`` (the shared SQL has no literal ``%`` or ``?``)."""
+    return _PLACEHOLDER.sub("%s", sql)
+
+
+class _PgTx(Tx):
+    def __init__(self, cursor):
+        self._cursor = cursor
+
+    def rows(self, sql: str, *params: object) -> list[tuple]:
+        self._cursor.execute(_dialect(sql), params)
+        return self._cursor.fetchall() if self._cursor.description else []
+
+    def run(self, sql: str, *params: object) -> int:
+        self._cursor.execute(_dialect(sql), params)
+        return self._cursor.rowcount
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(libpq connection string, schema) from ``postgresql://...?schema=name``."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), "public")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+        raise ValueError(f"schema {schema!r}: lowercase letters, digits and _ only")
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), schema
+
+
+class PostgresStore(SqlStore):
+    """The metadata in a PostgreSQL database (its schema created or migrated at start)."""
+
+    name = "postgresql"
+    lock_rows = " FOR UPDATE"
+    share_rows = " FOR SHARE"
+
+    def __init__(self, url: str, pool_max: int = POOL_MAX) -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self._psycopg = psycopg
+        conninfo, self._schema = split_url(url)
+        where = urllib.parse.urlsplit(conninfo)
+        self._where = f"{where.hostname or ''}:{where.port or 5432}{where.path}"
+        timeout_ms = int(WAIT_TIMEOUT * 1000)
+        self._pool = ConnectionPool(
+            conninfo, min_size=1, max_size=pool_max, timeout=WAIT_TIMEOUT, open=False,
+            check=ConnectionPool.check_connection, name=f"tessera-{self._schema}",
+            kwargs={"autocommit": False, "connect_timeout": 5,
+                    "options": f"-c search_path={self._schema} "
+                               f"-c statement_timeout={timeout_ms} "
+                               f"-c lock_timeout={timeout_ms}"})
+        try:
+            self._pool.open(wait=True, timeout=WAIT_TIMEOUT)
+            self._run(self._migrate, retry=False)
+        except Exception as exc:
+            self._pool.close()
+            if isinstance(exc, MetadataError):
+                raise
+            raise MetadataError(self._say(f"cannot open: {exc}")) from exc
+
+    def _say(self, text: str) -> str:
+        return f"postgresql:{self._where}/{self._schema}: {text}"
+
+    # -- schema --------------------------------------------------------------------------------
+    def _migrate(self, tx: _PgTx) -> None:
+        # One migrating process at a time: the others wait, then find it done.
+        tx.rows("SELECT pg_advisory_xact_lock(hashtext(?))", f"tessera:{self._schema}")
+        tx.run(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
+        tx.run("CREATE TABLE IF NOT EXISTS tessera_schema (version INTEGER NOT NULL)")
+        row = tx.one("SELECT version FROM tessera_schema")
+        if row is None:
+            for statement in _SCHEMA:
+                tx.run(statement)
+            tx.run("INSERT INTO tessera_schema (version) VALUES (?)", SCHEMA_VERSION)
+        elif row[0] > SCHEMA_VERSION:
+            raise MetadataError(self._say(f"schema {row[0]} is newer than this code's "
+                                          f"{SCHEMA_VERSION}"))
+        elif row[0] < SCHEMA_VERSION:
+            raise MetadataError(self._say(f"no migration from schema {row[0]}"))
+
+    # -- running operations --------------------------------------------------------------------
+    def _run(self, op: Callable[[Tx], _T], retry: bool = True) -> _T:
+        errors = self._psycopg.errors
+        attempt = 0
+        while True:
+            attempt += 1
+            committing = False
+            try:
+                with self._pool.connection() as conn:
+                    with conn.cursor() as cursor:
+                        result = op(_PgTx(cursor))
+                    committing = True
+                    conn.commit()
+                    return result
+            except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
+                if not retry or attempt >= ATTEMPTS:
+                    raise MetadataError(self._say(f"gave up after {attempt} tries: {exc}"))
+                time.sleep(0.005 * attempt)
+            except self._psycopg.OperationalError as exc:
+                # The connection died.  Before COMMIT nothing was written: try again on a
+                # fresh one; during COMMIT the outcome is unknown, so the caller must decide.
+                if committing or not retry or attempt >= 2:
+                    raise MetadataError(self._say(str(exc).strip())) from exc
+                log.warning("%s", self._say(f"connection lost, retrying: {exc}"))
+            except self._psycopg.Error as exc:
+                raise MetadataError(self._say(str(exc).strip())) from exc
+            except Exception as exc:
+                if type(exc).__module__.startswith("psycopg_pool"):     # PoolTimeout, closed
+                    raise MetadataError(self._say(str(exc))) from exc
+                raise
+
+    def _read(self, op: Callable[[Tx], _T]) -> _T:
+        return self._run(op)
+
+    def _write(self, op: Callable[[Tx], _T]) -> _T:
+        return self._run(op)
+
+    # -- operations ----------------------------------------------------------------------------
+    def check(self) -> str:
+        def op(tx: Tx) -> tuple | None:
+            tx.rows("SELECT seq FROM versions LIMIT 1")
+            return tx.one("SELECT version FROM tessera_schema")
+
+        row = self._read(op)
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise MetadataError(self._say(f"schema {row}"))
+        return f"postgresql:{self._where}/{self._schema}"
+
+    def drop_schema(self) -> None:
+        """Remove this store's schema and everything in it (tests, and an operator's reset)."""
+        if self._schema == "public":
+            raise ValueError("refusing to drop the public schema")
+        self._run(lambda tx: tx.run(f"DROP SCHEMA IF EXISTS {self._schema} CASCADE"),
+                  retry=False)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._where!r}, schema={self._schema!r})"
