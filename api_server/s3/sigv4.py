@@ -32,6 +32,12 @@ Canonicalisation, and why:
 - **Headers.** The signed ones, names lower case, values trimmed with inner runs of blanks
   collapsed; a signed header the request lacks counts as empty.  Every ``x-amz-*`` header the
   request carries must be signed (as S3 requires), so none can be added to a replayed request.
+- **Payload.** ``x-amz-content-sha256`` as sent ends the canonical request.  Without it a
+  presigned URL signed ``UNSIGNED-PAYLOAD`` and a header-signed request the empty body's hash
+  (curl 7.88 sends none: it works for bodiless requests; a curl PUT adds
+  ``-H "x-amz-content-sha256: UNSIGNED-PAYLOAD"``).  SigV2 (``AWS key:sig``, or the
+  ``AWSAccessKeyId``/``Signature`` query boto3 presigns with unless configured ``s3v4``) is
+  refused with InvalidRequest.
 
 A WSGI path or query ``str`` holds the raw bytes decoded as latin-1 (PEP 3333); it is encoded
 back the same way (or as UTF-8 if it is not latin-1), ``bytes`` are taken as they are.

@@ -1,7 +1,9 @@
 """S3 checksums: known vectors, botocore's own calculators, the pure-Python CRC fallback."""
 import base64
 import hashlib
+import importlib.util
 import random
+import sys
 import zlib
 
 import pytest
@@ -124,3 +126,15 @@ def test_is_valid():
     for value in ("AAAAAA=", "AAAAAAA=", "AAAAAAAAAAA=", "AAAAAA==\n", "AA AAA==", "", "é"):
         assert not checksums.is_valid("CRC32", value), value
     assert not checksums.is_valid("SHA1", base64.b64encode(bytes(32)).decode())
+
+
+def test_without_awscrt_the_fallback_is_used(monkeypatch):
+    monkeypatch.setitem(sys.modules, "awscrt", None)  # makes ``import awscrt`` fail
+    spec = importlib.util.spec_from_file_location("checksums_without_crt", checksums.__file__)
+    bare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bare)
+    assert not bare.ACCELERATED
+    for name in ("CRC32C", "CRC64NVME"):
+        calc = bare.new(name)
+        calc.update(CHECK)
+        assert calc.b64() == _b64(CHECK_VALUES[name], checksums.DIGEST_SIZES[name])
