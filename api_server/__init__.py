@@ -100,6 +100,11 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
                        data_servers=len(api.registry.live()), metadata=api.metadata.check(),
                        rabbitmq=api.bus.connected.is_set())
 
+    if config.s3_listen_address:
+        from api_server.s3 import ByListener, create_s3_app
+
+        app.wsgi_app = ByListener(app.wsgi_app, create_s3_app(api), config.s3_listen_address)
+
     if start_bus:
         api.bus.start()
 

@@ -59,7 +59,9 @@ def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
         configure_logging(config)
 
     _Gunicorn(lambda: factory(config), {
-        "bind": config.listen_address,
+        "bind": [config.listen_address] + ([config.s3_listen_address]
+                                           if name == "api_server" and
+                                           config.s3_listen_address else []),
         "workers": config.workers,
         "worker_class": "gthread",
         "threads": config.threads,

@@ -58,6 +58,11 @@ def _can_bind(host: str, port: int) -> bool:
     return True
 
 
+def s3_address(i: int, port: int) -> str:
+    """Api server i's S3 listener: its host, the next port."""
+    return f"{api_address(i, port).rsplit(':', 1)[0]}:{port + 1}"
+
+
 def free_port(data_servers: int = 8, api_servers: int = 2) -> int:
     """A port free on every cluster address, below the kernel's ephemeral range."""
     hosts = [data_address(i, 0).split(":")[0] for i in range(1, data_servers + 1)] + \
@@ -65,7 +70,8 @@ def free_port(data_servers: int = 8, api_servers: int = 2) -> int:
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(20_000, 32_000)
-        if all(_can_bind(host, port) for host in hosts):
+        if all(_can_bind(host, port) for host in hosts) and \
+                all(_can_bind(host, port + 1) for host in hosts[data_servers:]):
             return port
     raise RuntimeError(f"no port free on all of {hosts}")
 
@@ -120,7 +126,8 @@ class Cluster:
         self.data = [Node("data", i, data_address(i, port), logs / f"data{i}.log",
                           storage_root=self.root / "stg" / str(i))
                      for i in range(1, data_servers + 1)]
-        self.api = [Node("api", i, api_address(i, port), logs / f"api{i}.log")
+        self.api = [Node("api", i, api_address(i, port), logs / f"api{i}.log",
+                         env={"S3_LISTEN_ADDRESS": s3_address(i, port)})
                     for i in range(1, api_servers + 1)]
         self.workers: list[Node] = []
         for _ in range(workers):
@@ -316,11 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  data server {node.address}  STORAGE_ROOT={node.storage_root}  "
               f"log {node.log_path}")
     for node in cluster.api:
-        print(f"  api server  {node.address}  log {node.log_path}")
+        print(f"  api server  {node.address}  S3 http://{node.env['S3_LISTEN_ADDRESS']}  "
+              f"log {node.log_path}")
     for node in cluster.workers:
         print(f"  worker      {node.name}  task queue {cluster.task_queue}  log {node.log_path}")
     print(f"  metadata    sqlite {cluster.metadata_db}")
     print(f"  rabbitmq    {cluster.rabbitmq_server}")
+    config = Config.from_env()
+    print(f"  S3 keys     access key {config.s3_access_key}  secret key {config.s3_secret_key}"
+          "  (S3_ACCESS_KEY / S3_SECRET_KEY)")
     print(f"Try: curl http://{cluster.api[0].address}/health    Ctrl-C stops everything.",
           flush=True)
     stop = {"now": False}

@@ -18,8 +18,12 @@ import requests
 from lib.config import Config
 from lib.hashing import quote_hash
 from scripts.cluster import Cluster, free_port
+from tests.s3_signing import ACCESS_KEY as EXAMPLE_ACCESS_KEY
+from tests.s3_signing import SECRET_KEY as EXAMPLE_SECRET_KEY
 
 RABBITMQ = os.environ.get("RABBITMQ_SERVER", Config.rabbitmq_server)
+#: Test clusters accept multipart parts this small (S3's 5 MiB minimum is configurable).
+MIN_PART_SIZE = 64 * 1024
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,10 +73,16 @@ class Client:
         return [p for node in self.cluster.data for p in (node.storage_root / "temp").glob("*")]
 
 
-def _make_cluster(root: Path, **kwargs) -> Cluster:
+def _make_cluster(root: Path, env: dict | None = None, **kwargs) -> Cluster:
+    root.mkdir(parents=True, exist_ok=True)
+    credentials = root / "s3-credentials"
+    credentials.write_text(f"[aws-example]\naws_access_key_id = {EXAMPLE_ACCESS_KEY}\n"
+                           f"aws_secret_access_key = {EXAMPLE_SECRET_KEY}\n")
     return Cluster(root, port=free_port(), rabbitmq_server=RABBITMQ,
                    exchange_suffix=f".test-{uuid.uuid4().hex[:8]}",
-                   env={"LOG_LEVEL": "info", "HEARTBEAT_INTERVAL": "1", "SERVER_TTL": "3"},
+                   env={"LOG_LEVEL": "info", "HEARTBEAT_INTERVAL": "1", "SERVER_TTL": "3",
+                        "S3_MIN_PART_SIZE": str(MIN_PART_SIZE),
+                        "S3_CREDENTIALS_FILE": str(credentials), **(env or {})},
                    **kwargs)
 
 
@@ -95,6 +105,29 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def client(cluster) -> Client:
     return Client(cluster)
+
+
+def s3_endpoint(cluster: Cluster, i: int = 0) -> str:
+    return f"http://{cluster.api[i].env['S3_LISTEN_ADDRESS']}"
+
+
+def s3_client(cluster: Cluster, i: int = 0, access_key: str = Config.s3_access_key,
+              secret_key: str = Config.s3_secret_key, **config):
+    """A boto3 S3 client for api server ``i``'s S3 listener (path-style, no retries)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3", endpoint_url=s3_endpoint(cluster, i), aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key, region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                          signature_version="s3v4",
+                          connect_timeout=10, read_timeout=120, **config))
+
+
+@pytest.fixture
+def s3(cluster):
+    return s3_client(cluster)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -123,10 +156,11 @@ def make_cluster(tmp_path, request):
     api servers' and workers' warnings first when the test failed)."""
     made: list[Cluster] = []
 
-    def make(**kwargs) -> Cluster:
+    def make(start: bool = True, **kwargs) -> Cluster:
         c = _make_cluster(tmp_path / f"c{len(made)}", **kwargs)
         made.append(c)
-        c.start()
+        if start:
+            c.start()
         return c
 
     yield make

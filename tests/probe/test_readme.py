@@ -126,3 +126,24 @@ def test_run_command_prints_where_everything_is_and_stops_on_ctrl_c(tmp_path):
     assert "stopping" in rest
     with pytest.raises(OSError):
         get_json(f"127.0.2.1:{port}", "/health", timeout=1)
+
+
+def test_readme_s3_examples_run_as_written(cluster, tmp_path):
+    """The S3 section's shell block (aws cli and curl --aws-sigv4) and its boto3 snippet."""
+    endpoint = cluster.api[0].env["S3_LISTEN_ADDRESS"]
+    script = readme_block("s3-cli").replace("127.0.2.1:12346", endpoint).replace(
+        "/tmp/hello.txt", f"{tmp_path}/hello.txt").replace("demo", "demo-readme")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "AWS_CONFIG_FILE": str(tmp_path / "cfg"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "creds")}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("hello from the aws cli") == 2, done.stdout
+    assert "hello.txt" in done.stdout
+    text = (REPO / "README.md").read_text()
+    snippet = re.search(r"```python\n(import boto3\n.*?)```", text, re.S).group(1)
+    snippet = snippet.replace("127.0.2.1:12346", endpoint)
+    ran = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert ran.returncode == 0 and "stored as 4+2 shards" in ran.stdout, ran.stderr
