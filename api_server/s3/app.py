@@ -22,6 +22,9 @@ from api_server.s3.xml import error_body
 log = logging.getLogger(__name__)
 
 Handler = Callable[["S3App", Request], Response]
+#: An answer given before its request body was read (an error, mostly) first reads up to
+#: this much of the body, so the connection stays usable; a longer body closes it.
+DRAIN_LIMIT = 1 << 20
 
 #: Subresources S3 defines that Tessera does not implement: 501 NotImplemented.
 _UNSUPPORTED = frozenset({
@@ -115,7 +118,7 @@ class S3App:
             response = self._error(exc, req, environ, request_id)
         headers = [("x-amz-request-id", request_id), ("x-amz-id-2", request_id),
                    ("Server", "Tessera")] + response.headers
-        if req is not None and req.body_unread():
+        if req is not None and req.body_unread() and not req.drain(DRAIN_LIMIT):
             headers.append(("Connection", "close"))     # the rest of the body is not ours
         start_response(f"{response.status} {_REASONS.get(response.status, 'OK')}", headers)
         log.debug("s3 %s %s -> %d in %.1f ms", environ.get("REQUEST_METHOD"),

@@ -125,6 +125,20 @@ class Request:
     def body_unread(self) -> bool:
         return not self.input.finished
 
+    def drain(self, limit: int) -> bool:
+        """Read and drop what is left of the body, up to ``limit`` bytes; True when it
+        ended (the connection can carry the next request)."""
+        left = limit
+        try:
+            while left > 0:
+                chunk = self.input.read(min(65536, left))
+                if not chunk:
+                    return True
+                left -= len(chunk)
+            return not self.input.read(1)
+        except Exception:                       # noqa: BLE001 - a broken body: close
+            return False
+
 
 def _unquote(text: str) -> str:
     try:

@@ -387,8 +387,8 @@ class ObjectLayer:
                                     part, parts_count)
             pieces = _Pieces(self, version, first, last)
         except Exception as exc:
-            log.warning("cannot read %s/%r version %s (%s): %s", version.bucket, version.key,
-                        version.version_id, version.hash or "parts", exc)
+            log.warning("cannot read %r (bucket %s, version %s, %s): %s", version.key,
+                        version.bucket, version.version_id, version.hash or "parts", exc)
             raise
         return ObjectReader(version, first, last, partial, iter(pieces), pieces.close, part,
                             parts_count)

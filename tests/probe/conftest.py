@@ -24,6 +24,8 @@ from tests.s3_signing import SECRET_KEY as EXAMPLE_SECRET_KEY
 RABBITMQ = os.environ.get("RABBITMQ_SERVER", Config.rabbitmq_server)
 #: Test clusters accept multipart parts this small (S3's 5 MiB minimum is configurable).
 MIN_PART_SIZE = 64 * 1024
+#: Test clusters' virtual-hosted-style domain (resolved by the tests themselves).
+S3_DOMAIN = "s3.tessera.test"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,7 +84,8 @@ def _make_cluster(root: Path, env: dict | None = None, **kwargs) -> Cluster:
                    exchange_suffix=f".test-{uuid.uuid4().hex[:8]}",
                    env={"LOG_LEVEL": "info", "HEARTBEAT_INTERVAL": "1", "SERVER_TTL": "3",
                         "S3_MIN_PART_SIZE": str(MIN_PART_SIZE),
-                        "S3_CREDENTIALS_FILE": str(credentials), **(env or {})},
+                        "S3_CREDENTIALS_FILE": str(credentials), "S3_DOMAIN": S3_DOMAIN,
+                        **(env or {})},
                    **kwargs)
 
 

@@ -404,3 +404,65 @@ def test_unimplemented_operations_answer_501(s3, bucket):
     assert status(caught.value) == 501 and code(caught.value) == "NotImplemented"
     s3.put_bucket_acl(Bucket=bucket, ACL="private")            # accepted, ignored
     s3.put_object(Bucket=bucket, Key="acl", Body=b"", ACL="public-read")
+
+
+def test_virtual_hosted_style(cluster, s3, bucket, monkeypatch):
+    """``<bucket>.<S3_DOMAIN>``: the test resolves the name to the api server itself."""
+    import socket
+
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    from tests.probe.conftest import S3_DOMAIN
+
+    host, port = cluster.api[0].env["S3_LISTEN_ADDRESS"].rsplit(":", 1)
+    real = socket.getaddrinfo
+
+    def resolve(name, *args, **kwargs):
+        if isinstance(name, str) and name.endswith(S3_DOMAIN):
+            name = host
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    virtual = boto3.client("s3", endpoint_url=f"http://{S3_DOMAIN}:{port}",
+                           region_name="us-east-1", aws_access_key_id=Config.s3_access_key,
+                           aws_secret_access_key=Config.s3_secret_key,
+                           config=BotoConfig(s3={"addressing_style": "virtual"},
+                                             retries={"max_attempts": 1}))
+    virtual.put_object(Bucket=bucket, Key="v/hosted", Body=b"virtual")
+    assert s3.get_object(Bucket=bucket, Key="v/hosted")["Body"].read() == b"virtual"
+    assert [o["Key"] for o in virtual.list_objects_v2(Bucket=bucket)["Contents"]] == \
+        ["v/hosted"]
+
+
+def test_an_early_error_leaves_the_connection_usable(cluster, bucket):
+    session = requests.Session()
+    url = f"{s3_endpoint(cluster)}/{bucket}/x"
+    refused = session.put(url, data=os.urandom(200_000), timeout=10)      # anonymous
+    assert refused.status_code == 403 and refused.headers.get("Connection") != "close"
+    again = session.get(url, timeout=10)
+    assert again.status_code == 403
+
+
+def test_a_data_server_lost_during_a_multipart_upload(make_cluster):
+    """The upload completes with one data server killed between its parts, and the
+    object is rebuilt to full width afterwards."""
+    from tests.probe.conftest import Client, wait_for
+
+    cluster = make_cluster()
+    s3 = s3_client(cluster)
+    s3.create_bucket(Bucket="lossy")
+    upload = s3.create_multipart_upload(Bucket="lossy", Key="k")["UploadId"]
+    parts = [os.urandom(2 * 1024 * 1024 + 1) for _ in range(3)]
+    etags = [s3.upload_part(Bucket="lossy", Key="k", UploadId=upload, PartNumber=1,
+                            Body=parts[0])["ETag"]]
+    cluster.kill_node(cluster.data[2])
+    for n in (2, 3):
+        etags.append(s3.upload_part(Bucket="lossy", Key="k", UploadId=upload, PartNumber=n,
+                                    Body=parts[n - 1])["ETag"])
+    s3.complete_multipart_upload(Bucket="lossy", Key="k", UploadId=upload, MultipartUpload={
+        "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]})
+    assert s3.get_object(Bucket="lossy", Key="k")["Body"].read() == b"".join(parts)
+    client = Client(cluster)
+    for data in parts:
+        wait_for(lambda: len(client.shard_files(sha256_b64(data))) == 6, timeout=30)
