@@ -133,6 +133,7 @@ class PostgresStore(SqlStore):
             conninfo, min_size=1, max_size=pool_max, timeout=WAIT_TIMEOUT, open=False,
             check=ConnectionPool.check_connection, name=f"tessera-{self._schema}",
             kwargs={"autocommit": False, "connect_timeout": 5,
+                    "application_name": f"tessera:{self._schema}",
                     "options": f"-c search_path={self._schema} "
                                f"-c statement_timeout={timeout_ms} "
                                f"-c lock_timeout={timeout_ms}"})
