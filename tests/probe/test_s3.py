@@ -466,3 +466,68 @@ def test_a_data_server_lost_during_a_multipart_upload(make_cluster):
     client = Client(cluster)
     for data in parts:
         wait_for(lambda: len(client.shard_files(sha256_b64(data))) == 6, timeout=30)
+
+
+def test_conditional_writes_with_boto3(cluster, s3, bucket):
+    """16 create-only PUTs of one key through two api servers: one winner; read-modify-write
+    with If-Match loses no update; Complete, Copy and Delete honour their conditions."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [s3_client(cluster, 0), s3_client(cluster, 1)]
+    start = threading.Barrier(16)
+
+    def create(i: int) -> int:
+        start.wait()
+        try:
+            clients[i % 2].put_object(Bucket=bucket, Key="once", Body=f"{i}".encode(),
+                                      IfNoneMatch="*")
+            return 200
+        except ClientError as exc:
+            return status(exc)
+
+    with ThreadPoolExecutor(16) as pool:
+        assert sorted(pool.map(create, range(16))) == [200] + [412] * 15
+
+    s3.put_object(Bucket=bucket, Key="counter", Body=b"0")
+    wins = []
+
+    def increment(i: int) -> None:
+        mine = 0
+        for _ in range(100):
+            if mine == 3:
+                return
+            got = clients[i % 2].get_object(Bucket=bucket, Key="counter")
+            value = int(got["Body"].read())
+            try:
+                clients[i % 2].put_object(Bucket=bucket, Key="counter", IfMatch=got["ETag"],
+                                          Body=str(value + 1).encode())
+                mine += 1
+                wins.append(value + 1)
+            except ClientError as exc:
+                assert status(exc) in (409, 412), exc.response
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(increment, range(6)))
+    assert int(s3.get_object(Bucket=bucket, Key="counter")["Body"].read()) == len(wins) == 18
+    assert sorted(wins) == list(range(1, 19))
+
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket=bucket, Key="absent", Body=b"x", IfMatch='"abc"')
+    assert code(caught.value) == "NoSuchKey"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="once")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="once", UploadId=upload, PartNumber=1,
+                          Body=b"part")["ETag"]
+    with pytest.raises(ClientError) as caught:
+        s3.complete_multipart_upload(Bucket=bucket, Key="once", UploadId=upload,
+                                     IfNoneMatch="*", MultipartUpload={
+                                         "Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert status(caught.value) == 412
+    with pytest.raises(ClientError) as caught:
+        s3.copy_object(Bucket=bucket, Key="once", CopySource=f"{bucket}/counter",
+                       IfNoneMatch="*")
+    assert status(caught.value) == 412
+    with pytest.raises(ClientError) as caught:
+        s3.delete_object(Bucket=bucket, Key="counter", IfMatch='"stale"')
+    assert status(caught.value) == 412
+    s3.abort_multipart_upload(Bucket=bucket, Key="once", UploadId=upload)
