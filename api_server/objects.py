@@ -22,7 +22,7 @@ from flask import Blueprint, Response, current_app, request
 from api_server import encoding
 from api_server.body import client_body
 from lib.errors import BadRequest, HashMismatch, InvalidName, NoSuchKey, NoSuchVersion
-from lib.headers import content_range, parse_digest, parse_etags
+from lib.headers import content_range, parse_digest, parse_etags, parse_range
 from lib.metadata import MAX_SIZE, Version, WriteCondition
 from lib.objects import Expect
 
@@ -122,6 +122,8 @@ def get_object(name: str) -> Response:
     name = object_name("/objects/")
     number = _version_arg()
     try:
+        if request.method == "HEAD":
+            return _head(api, name, number)
         reader = api.layer.open(api.config.book_bucket, name, number=number,
                                 byte_range=request.headers.get("Range"))
     except (NoSuchKey, NoSuchVersion) as exc:
@@ -149,6 +151,24 @@ def get_object(name: str) -> Response:
                               _chain(head, body), headers)
     return Response(content, status=status, headers=headers,
                     mimetype="application/octet-stream")
+
+
+def _head(api, name: str, number: int | None) -> Response:
+    """HEAD reads metadata only: no shard is opened (ranges resolved against the size)."""
+    version = api.layer.head(api.config.book_bucket, name, number=number)
+    headers = {"Accept-Ranges": "bytes", "Version": str(version.number),
+               "ETag": book_etag(version), "Vary": "Accept-Encoding",
+               "Content-Length": str(version.size)}
+    span = parse_range(request.headers.get("Range"), version.size)
+    if span is not None:
+        headers["Content-Length"] = str(span[1] - span[0] + 1)
+        headers["Content-Range"] = content_range(span[0], span[1], version.size)
+    elif version.hash:
+        headers["Digest"] = f"SHA-256={version.hash}"
+    response = Response(b"", status=206 if span is not None else 200,
+                        mimetype="application/octet-stream")
+    response.headers.update(headers)          # after the body: its length is not ours
+    return response
 
 
 def _chain(head: bytes, body):

@@ -212,3 +212,28 @@ def test_incompressible_content_is_sent_as_it_is(client, stored):
     assert "Content-Encoding" not in response.headers
     assert response.headers["Content-Length"] == str(SIZE)
     assert response.raw.read() == stored
+
+
+def test_head_reads_metadata_only(client):
+    """A HEAD answers from the metadata: it succeeds with every shard of the object gone."""
+    import os
+
+    from lib.hashing import sha256_b64
+
+    data = os.urandom(3000)
+    hash_ = sha256_b64(data)
+    assert client.put("ranges/head-only", data, hash_).status_code == 200
+    for paths in client.shard_files(hash_).values():
+        for path in paths:
+            path.rename(path.with_name(path.name + ".hidden"))
+    try:
+        head = client.session.head(client.url("ranges/head-only"), timeout=10)
+        assert head.status_code == 200 and head.headers["Content-Length"] == "3000"
+        assert head.headers["Digest"] == f"SHA-256={hash_}"
+        part = client.session.head(client.url("ranges/head-only"), timeout=10,
+                                   headers={"Range": "bytes=10-19"})
+        assert part.status_code == 206 and part.headers["Content-Length"] == "10"
+    finally:
+        for node in client.cluster.data:
+            for path in (node.storage_root / "objects").glob("*.hidden"):
+                path.rename(path.with_name(path.name[:-len(".hidden")]))
