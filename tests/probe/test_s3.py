@@ -531,3 +531,29 @@ def test_conditional_writes_with_boto3(cluster, s3, bucket):
         s3.delete_object(Bucket=bucket, Key="counter", IfMatch='"stale"')
     assert status(caught.value) == 412
     s3.abort_multipart_upload(Bucket=bucket, Key="once", UploadId=upload)
+
+
+def test_skewed_clock_and_expired_urls_are_refused(cluster, s3, bucket):
+    """Signed 20 minutes ago (botocore's pure-Python signers, their clock moved back)."""
+    import datetime
+    from unittest import mock
+
+    from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    credentials = Credentials(Config.s3_access_key, Config.s3_secret_key)
+    url = f"{s3_endpoint(cluster)}/{bucket}/skewed"
+    late = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - \
+        datetime.timedelta(minutes=20)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=late):
+        put = AWSRequest(method="PUT", url=url, data=b"late",
+                         headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+        S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(put)
+        presigned = AWSRequest(method="GET", url=url)
+        S3SigV4QueryAuth(credentials, "s3", "us-east-1", expires=60).add_auth(presigned)
+    answer = requests.put(url, data=b"late", headers=dict(put.headers.items()), timeout=10)
+    assert answer.status_code == 403 and b"RequestTimeTooSkewed" in answer.content
+    expired = requests.get(presigned.url, timeout=10)
+    assert expired.status_code == 403 and b"AccessDenied" in expired.content
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
