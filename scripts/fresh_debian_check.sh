@@ -11,10 +11,14 @@
 #      offline.
 # The chroot's apt and pip reach the Debian mirror and PyPI only through scripts/netns_proxy.py
 # (set in its /etc/apt/apt.conf.d and /etc/pip.conf, as a machine behind a proxy would be), so
-# nothing the commands run sees a proxy variable. Needs root, debootstrap (installed when
+# nothing the commands run sees a proxy variable; the CA certificates this host added
+# (/usr/local/share/ca-certificates, for a TLS-inspecting egress) are added there too, and pip
+# told to use the system's CA store, as on this host. Needs root, debootstrap (installed when
 # missing), `ip netns` and unshare. Takes about 15 minutes; not part of the test suite.
 #   FRESH_DIR (default /tmp/tessera-fresh-debian) is removed first and, unless KEEP=1, at the
 #   end; its *.log files are kept. DEBIAN_MIRROR defaults to http://deb.debian.org/debian.
+#   FRESH_BASE=FILE.tar: unpack that pristine debootstrap result instead of running debootstrap
+#   (it is made there when missing), to repeat the check faster.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 FRESH_DIR=${FRESH_DIR:-/tmp/tessera-fresh-debian}
@@ -44,15 +48,27 @@ trap cleanup EXIT
 rm -rf "$FRESH_DIR"
 mkdir -p "$FRESH_DIR"
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-echo "fresh_debian_check: debootstrap bookworm into $ROOT (log $FRESH_DIR/debootstrap.log)"
-debootstrap --include=git,ca-certificates bookworm "$ROOT" "$MIRROR" \
-    >"$FRESH_DIR/debootstrap.log" 2>&1
+if [ -n "${FRESH_BASE:-}" ] && [ -f "$FRESH_BASE" ]; then
+    echo "fresh_debian_check: unpacking the debootstrap result $FRESH_BASE into $ROOT"
+    mkdir "$ROOT"
+    tar -xpf "$FRESH_BASE" -C "$ROOT"
+else
+    echo "fresh_debian_check: debootstrap bookworm into $ROOT (log $FRESH_DIR/debootstrap.log)"
+    debootstrap --include=git,ca-certificates bookworm "$ROOT" "$MIRROR" \
+        >"$FRESH_DIR/debootstrap.log" 2>&1
+    [ -n "${FRESH_BASE:-}" ] && tar -cpf "$FRESH_BASE" -C "$ROOT" .
+fi
 
 # What a freshly installed machine has: a host name that resolves, and here a proxy setting.
 echo "$HOSTNAME_INSIDE" > "$ROOT/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n' "$HOSTNAME_INSIDE" > "$ROOT/etc/hosts"
 echo "Acquire::http::Proxy \"http://127.0.0.1:$PORT\";" > "$ROOT/etc/apt/apt.conf.d/90proxy"
-printf '[global]\nproxy = http://127.0.0.1:%s\n' "$PORT" > "$ROOT/etc/pip.conf"
+printf '[global]\nproxy = http://127.0.0.1:%s\ncert = /etc/ssl/certs/ca-certificates.crt\n' \
+    "$PORT" > "$ROOT/etc/pip.conf"
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+    chroot "$ROOT" update-ca-certificates >/dev/null
+fi
 
 git clone -q "$REPO" "$ROOT/root/tessera"
 git -C "$ROOT/root/tessera" checkout -q "$commit"
@@ -125,6 +141,10 @@ inside() {   # $1: online | offline; a PID namespace that ends everything starte
 python3 "$REPO/scripts/netns_proxy.py" --netns "$NS" --port "$PORT" \
     --allow "$mirror_host" pypi.org files.pythonhosted.org 2>"$FRESH_DIR/proxy.log" &
 proxy_pid=$!
+for _ in $(seq 30); do
+    grep -q listening "$FRESH_DIR/proxy.log" && break
+    sleep 1
+done
 
 echo "fresh_debian_check: commit $commit, in $ROOT (network namespace $NS)"
 set +e
