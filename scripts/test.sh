@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's second command: install what is needed, then run the whole test suite
-# (unit, functional, probe). Extra arguments go to pytest.
+# The README's second command: install what is needed (with the clients the probe tests drive),
+# then run the whole test suite (unit, functional, probe) with the project's .venv Python.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-exec "${PYTHON:-python3}" -m pytest -q -p no:cacheprovider "$@"
+bash scripts/setup.sh --test
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

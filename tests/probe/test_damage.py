@@ -261,12 +261,16 @@ def test_restarted_data_server_serves_its_shards_again(make_cluster):
     assert client.get(name).content == body.bytes()
 
 
+RABBITMQCTL = shutil.which("rabbitmqctl") or (
+    "/usr/sbin/rabbitmqctl" if os.path.exists("/usr/sbin/rabbitmqctl") else None)
+
+
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=120)
+    return subprocess.run([RABBITMQCTL, *args], capture_output=True, timeout=120)
 
 
-@pytest.mark.skipif(shutil.which("rabbitmqctl") is None and not os.path.exists(
-    "/usr/sbin/rabbitmqctl"), reason="rabbitmqctl is not installed: cannot restart the broker")
+@pytest.mark.skipif(RABBITMQCTL is None, reason="rabbitmqctl is not installed: cannot restart "
+                    "the broker")
 def test_broker_restart(make_cluster):
     cluster = make_cluster()
     client = Client(cluster)
@@ -293,10 +297,15 @@ def test_broker_restart(make_cluster):
     assert all(n.running for n in cluster.data + cluster.api)
 
 
-@pytest.mark.skipif(shutil.which("rabbitmqctl") is None and not os.path.exists(
-    "/usr/sbin/rabbitmqctl"), reason="rabbitmqctl is not installed: cannot list bindings")
+@pytest.mark.skipif(RABBITMQCTL is None, reason="rabbitmqctl is not installed: cannot list "
+                    "bindings")
 def test_stopped_cluster_leaves_no_queues_behind(make_cluster):
     """Every queue is exclusive to its connection: none outlives its process (BOOK W24)."""
+    # the broker may be on another host, in a container, or guarded by another Erlang cookie
+    answered = _rabbitmqctl("list_bindings", "-q", "source_name", "destination_name")
+    if answered.returncode != 0:
+        pytest.skip(f"rabbitmqctl cannot talk to the broker here: "
+                    f"{answered.stderr.decode()[:200]}")
     cluster = make_cluster()
     ours = {cluster.api_exchange, cluster.data_exchange}
 
