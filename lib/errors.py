@@ -33,6 +33,10 @@ class SizeMismatch(BadRequest):
     """The body is shorter or longer than its declared size."""
 
 
+class ClientBodyError(BadRequest):
+    """The client's request body broke off (it hung up, or its chunked framing is bad)."""
+
+
 class ObjectNotFound(ObjectStoreError):
     """No such object, version, shard or temp object."""
 

@@ -3,7 +3,9 @@
 Calls go through :mod:`lib.httpclient` (one pool of keep-alive connections per process; a
 small GET makes four calls, a small PUT six, so each call's CPU counts).  Every call has a
 timeout; every shard travels in one streaming request with Content-Length (BOOK W10); every
-status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).
+status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).  A streamed
+body whose own source fails raises :class:`lib.httpclient.BodyFailed`, never a
+DataServerError: the data server is not to blame for it.
 """
 from __future__ import annotations
 
