@@ -286,11 +286,13 @@ class DataServerClient:
         finally:
             response.release_conn()
 
-    def collect(self, address: str, hash_: str, older_than: float) -> tuple[int, int]:
-        """Move the shards of ``hash_`` older than ``older_than`` seconds to garbage/ on
-        ``address``; returns (moved, kept because younger)."""
-        answer = self._json("POST", address,
-                            f"/garbage/{quote_hash(hash_)}?older_than={older_than:.3f}")
+    def collect(self, address: str, hash_: str, older_than: float,
+                index: int | None = None) -> tuple[int, int]:
+        """Move the shards of ``hash_`` (only shard ``index`` when given) older than
+        ``older_than`` seconds to garbage/ on ``address``; returns (moved, kept because
+        younger)."""
+        name = quote_hash(hash_) if index is None else f"{quote_hash(hash_)}.{index}"
+        answer = self._json("POST", address, f"/garbage/{name}?older_than={older_than:.3f}")
         return int(answer.get("moved", 0)), int(answer.get("kept", 0))
 
     def purge_garbage(self, address: str, older_than: float) -> int:

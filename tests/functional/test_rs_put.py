@@ -80,13 +80,13 @@ def test_a_failing_body_source_drops_no_data_server(data_servers, raises, error)
     roots = [r for _, r in data_servers]
     registry = _registry(addresses)
     client = DataServerClient(timeout=10)
-    with pytest.raises(error):
-        with RSPutStream(client, dict(enumerate(addresses[:ALL_SHARDS])), BODY.hash,
-                         BODY.size, ALL_SHARDS - 1, registry) as put:
-            for block in _broken_reader(raises):
-                put.write(block)
-            put.finish(10)
-            put.commit()
+    targets = dict(enumerate(addresses[:ALL_SHARDS]))
+    with pytest.raises(error), RSPutStream(client, targets, BODY.hash, BODY.size,
+                                           ALL_SHARDS - 1, registry) as put:
+        for block in _broken_reader(raises):
+            put.write(block)
+        put.finish(10)
+        put.commit()
     assert registry.live() == sorted(addresses)
     _eventually_empty(roots, "temp")
     assert _files(roots, "objects") == []
