@@ -7,7 +7,9 @@ sees the damage and rebuilds from other shards (BOOK W12, W13).
 For the orphan collector (``scripts/delete_orphan_objects.py``): ``GET /objects/`` lists the
 shards held with their age, ``POST /garbage/<quoted hash>?older_than=S`` moves only the shards
 of that object whose content is older than S seconds (a shard just committed by an upload
-that has not written its metadata yet is left alone, BOOK W6), and
+that has not written its metadata yet is left alone, BOOK W6), ``POST
+/garbage/<quoted hash>.<i>?older_than=S`` only shard ``i`` (the object scanner collecting an
+extra copy of a shard held elsewhere too), and
 ``DELETE /garbage/?older_than=S`` purges what has lain in garbage/ longer than S seconds.
 """
 from __future__ import annotations
@@ -72,15 +74,19 @@ def get_object(name: str) -> Response:
     return Response(body, status=status, headers=headers)
 
 
+def _hash_and_index(name: str) -> tuple[str, int | None]:
+    """``<quoted hash>.<i>`` -> (hash, i); ``<quoted hash>`` -> (hash, None): all shards."""
+    if "." in name[-2:]:
+        shard_name = ShardName.parse(name)
+        return shard_name.hash, shard_name.index
+    return validate_hash(unquote_hash(name)), None
+
+
 @bp.delete("/objects/<anypath:name>")
 def delete_object(name: str) -> Response:
     """Move every shard of ``<hash>`` (or just ``<hash>.<i>``) to garbage/."""
     node = _node()
-    if "." in name[-2:]:
-        shard_name = ShardName.parse(name)
-        hash_, index = shard_name.hash, shard_name.index
-    else:
-        hash_, index = validate_hash(unquote_hash(name)), None
+    hash_, index = _hash_and_index(name)
     moved = 0
     for shard in node.index.remove(hash_, index):
         try:
@@ -129,12 +135,13 @@ def list_objects() -> Response:
 
 @bp.post("/garbage/<anypath:name>")
 def collect_object(name: str) -> Response:
-    """Move the shards of ``<quoted hash>`` older than ``older_than`` seconds to garbage/."""
+    """Move the shards of ``<quoted hash>`` (or just shard ``<quoted hash>.<i>``) older than
+    ``older_than`` seconds to garbage/."""
     node = _node()
-    hash_ = validate_hash(unquote_hash(name))
+    hash_, only = _hash_and_index(name)
     older_than = _older_than()
     moved = kept = 0
-    for index in range(ALL_SHARDS):
+    for index in range(ALL_SHARDS) if only is None else [only]:
         shard = node.index.get(hash_, index)
         if shard is None:
             continue

@@ -6,7 +6,9 @@ urllib3 (it re-parses and re-encodes every URL, and parses headers with the ``em
 package) against about 35 us through a plain socket; a small PUT makes six such calls and a
 small GET four.  Our data servers speak plain HTTP/1.1 that we control, so this client only
 implements what they speak, and checks every limit: header lines and counts, chunk sizes,
-and bodies that end early (:class:`ProtocolError`).  Socket errors surface as ``OSError``.
+and bodies that end early (:class:`ProtocolError`).  Socket errors surface as ``OSError``; an
+error raised by a streamed request body's own iterable surfaces as :class:`BodyFailed`, so a
+caller never takes its source's failure (a client that hung up) for the server's.
 """
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 class ProtocolError(Exception):
     """The server broke HTTP/1.1: a malformed head, or a body that ended early."""
+
+
+class BodyFailed(Exception):
+    """The request body's own iterable raised: its source failed, not the connection nor the
+    server.  The original exception is the ``__cause__``."""
 
 
 class NoAnswer(ProtocolError):
@@ -200,6 +207,20 @@ class Response:
             conn.close()
 
 
+def _from_source(body: Iterable[bytes]) -> Iterator[bytes]:
+    """``body``'s chunks; whatever its iteration raises comes out as BodyFailed (a socket
+    error of the body's own source must not pass for one of this connection)."""
+    chunks = iter(body)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise BodyFailed(f"the request body failed: {exc!r}") from exc
+        yield chunk
+
+
 def _read_line(file) -> bytes:
     line = file.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
@@ -355,7 +376,7 @@ class ConnectionPool:
         else:
             sock.sendall(head)
             left = None if chunked else _declared_length(head)
-            for chunk in body:
+            for chunk in _from_source(body):
                 if not chunk:
                     continue
                 if chunked:

@@ -5,6 +5,10 @@ server answers, so a locate ends as soon as all shards are found or all live ser
 answered, and waits LOCATE_TIMEOUT only for a server that died without telling (BOOK W1); such
 a server is dropped from the registry at once (W3).
 
+:meth:`Locator.locate_copies` waits for every live server instead, and tells every server
+holding a copy of each shard (a server that was away may still hold a shard rebuilt elsewhere
+meanwhile): the object scanner verifies them all and keeps one.
+
 Complete answers (every shard found) are cached for LOCATION_TTL seconds, so reading an
 object does not cost every data server a message; a reader that finds a cached location
 wrong calls :meth:`Locator.forget` and locates again.
@@ -33,10 +37,12 @@ LOCATION_CACHE_SIZE = 65536
 
 
 class _Pending:
-    def __init__(self, expected: set[str]):
+    def __init__(self, expected: set[str], every_copy: bool):
         self.expected = expected
+        self.every_copy = every_copy
         self.answered: set[str] = set()
-        self.shards: dict[int, str] = {}
+        #: shard index -> the servers holding it, in the order they answered.
+        self.copies: dict[int, list[str]] = {}
         self.done = threading.Event()
 
 
@@ -63,8 +69,9 @@ class Locator:
             pending.answered.add(reply.addr)
             for i in reply.ids:
                 if i < ALL_SHARDS:
-                    pending.shards.setdefault(i, reply.addr)
-            if len(pending.shards) >= ALL_SHARDS or pending.expected <= pending.answered:
+                    pending.copies.setdefault(i, []).append(reply.addr)
+            found_all = not pending.every_copy and len(pending.copies) >= ALL_SHARDS
+            if found_all or pending.expected <= pending.answered:
                 pending.done.set()
 
     def locate(self, hash_: str, fresh: bool = False) -> dict[int, str]:
@@ -76,9 +83,14 @@ class Locator:
             cached = self.cached(hash_)
             if cached is not None:
                 return cached
-        shards = self._broadcast(hash_)
+        copies = self._broadcast(hash_, every_copy=False)
+        shards = {i: holders[0] for i, holders in copies.items()}
         self.remember(hash_, shards)
         return shards
+
+    def locate_copies(self, hash_: str) -> dict[int, list[str]]:
+        """Shard index -> every live data server holding a copy of it (never cached)."""
+        return self._broadcast(hash_, every_copy=True)
 
     def remember(self, hash_: str, shards: dict[int, str]) -> None:
         """Cache a complete answer (from a locate, or from the PUT that placed the shards)."""
@@ -108,7 +120,7 @@ class Locator:
             return None
         return dict(shards)
 
-    def _broadcast(self, hash_: str) -> dict[int, str]:
+    def _broadcast(self, hash_: str, every_copy: bool) -> dict[int, list[str]]:
         reply_queue = self._bus.queue_name(self._replies)
         if reply_queue is None:
             raise NotEnoughDataServers("not connected to RabbitMQ: cannot locate objects")
@@ -116,7 +128,7 @@ class Locator:
         if not expected:
             return {}
         correlation_id = uuid.uuid4().hex
-        pending = _Pending(expected)
+        pending = _Pending(expected, every_copy)
         with self._lock:
             self._pending[correlation_id] = pending
         try:
@@ -133,4 +145,4 @@ class Locator:
         finally:
             with self._lock:
                 del self._pending[correlation_id]
-        return dict(pending.shards)
+        return pending.copies            # no reply changes it once it left _pending

@@ -3,7 +3,9 @@
 Calls go through :mod:`lib.httpclient` (one pool of keep-alive connections per process; a
 small GET makes four calls, a small PUT six, so each call's CPU counts).  Every call has a
 timeout; every shard travels in one streaming request with Content-Length (BOOK W10); every
-status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).
+status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).  A streamed
+body whose own source fails raises :class:`lib.httpclient.BodyFailed`, never a
+DataServerError: the data server is not to blame for it.
 """
 from __future__ import annotations
 
@@ -284,11 +286,13 @@ class DataServerClient:
         finally:
             response.release_conn()
 
-    def collect(self, address: str, hash_: str, older_than: float) -> tuple[int, int]:
-        """Move the shards of ``hash_`` older than ``older_than`` seconds to garbage/ on
-        ``address``; returns (moved, kept because younger)."""
-        answer = self._json("POST", address,
-                            f"/garbage/{quote_hash(hash_)}?older_than={older_than:.3f}")
+    def collect(self, address: str, hash_: str, older_than: float,
+                index: int | None = None) -> tuple[int, int]:
+        """Move the shards of ``hash_`` (only shard ``index`` when given) older than
+        ``older_than`` seconds to garbage/ on ``address``; returns (moved, kept because
+        younger)."""
+        name = quote_hash(hash_) if index is None else f"{quote_hash(hash_)}.{index}"
+        answer = self._json("POST", address, f"/garbage/{name}?older_than={older_than:.3f}")
         return int(answer.get("moved", 0)), int(answer.get("kept", 0))
 
     def purge_garbage(self, address: str, older_than: float) -> int:

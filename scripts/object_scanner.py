@@ -6,9 +6,13 @@ one runs once for the whole cluster and pages over the distinct hashes the metad
 references, so every object is scanned exactly once.  For each it locates the shards, reads
 every one in full verifying every record (``lib/rs/verify.py``), checks the decoded content
 against its SHA-256, and has missing or corrupt shards rebuilt with the repair code the api
-server and the worker use (``lib/rs/repair.py``).  ``--rate`` bounds the objects started per
-second so a scan can run beside live traffic; progress goes to stderr, one line per repaired or
-unrecoverable object and a summary to stdout.  Exit status 1 when an object is unrecoverable.
+server and the worker use (``lib/rs/repair.py``).  It reads every copy of each shard, not just
+one: a data server that was away comes back with shards rebuilt elsewhere meanwhile.  A damaged
+copy is retired like any damaged shard; of the good copies of one shard index, one is kept and
+the others are moved to garbage/ once older than ``--grace`` seconds (``lib/rs/duplicates.py``).
+``--rate`` bounds the objects started per second so a scan can run beside live traffic;
+progress goes to stderr, one line per repaired, unrecoverable or deduplicated object and a
+summary to stdout.  Exit status 1 when an object is unrecoverable.
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from lib.config import Config
 from lib.errors import ObjectStoreError
 from lib.membership import ClusterView
 from lib.metadata import MetadataStore
+from lib.rs.duplicates import choose_keepers, collect_extra_copies, extra_copies
 from lib.rs.params import ALL_SHARDS, DATA_SHARDS
-from lib.rs.repair import repair_object
-from lib.rs.verify import check_object
+from lib.rs.repair import rebuild, retire
+from lib.rs.verify import ObjectCheck, check_object
 from scripts import _tool
 
 log = logging.getLogger(__name__)
@@ -63,12 +68,15 @@ class Stats:
     damaged: int = 0          # found damaged, not repaired (--check-only)
     unrecoverable: int = 0
     bytes: int = 0
+    extra: int = 0            # good extra copies of a shard found
+    collected: int = 0        # of those, moved to garbage/
 
     def line(self, elapsed: float) -> str:
         rate = self.checked / elapsed if elapsed > 0 else 0.0
         return (f"{self.checked} objects checked ({self.bytes / 1e6:.1f} MB, {rate:.1f}/s): "
                 f"{self.repaired} repaired, {self.damaged} damaged, "
-                f"{self.unrecoverable} unrecoverable")
+                f"{self.unrecoverable} unrecoverable; {self.extra} extra shard copies, "
+                f"{self.collected} collected")
 
 
 class Progress:
@@ -101,10 +109,12 @@ class Progress:
 
 
 class Scanner:
-    def __init__(self, metadata: MetadataStore, cluster: ClusterView, repair: bool):
+    def __init__(self, metadata: MetadataStore, cluster: ClusterView, repair: bool,
+                 grace: float):
         self._metadata = metadata
         self._cluster = cluster
         self._repair = repair
+        self._grace = grace
         self.stats = Stats()
 
     def scan(self, pacer: Pacer, progress: Progress) -> None:
@@ -124,35 +134,69 @@ class Scanner:
 
     def scan_object(self, hash_: str, size: int) -> None:
         cluster = self._cluster
-        cluster.locator.forget(hash_)
-        check = check_object(cluster.client, cluster.locator.locate(hash_), hash_, size)
+        check = check_object(cluster.client, cluster.locator.locate_copies(hash_), hash_, size)
         self.stats.checked += 1
         self.stats.bytes += size
+        if not check.recoverable:
+            self._unrecoverable(hash_, _damage(check))
+            return
+        keep = choose_keepers(check.good)
         if check.healthy:
             self.stats.healthy += 1
-            return
-        what = (f"shards {check.missing} missing or damaged" if check.content_ok is not False
-                else "content does not match its hash")
-        if not check.recoverable:
-            self._unrecoverable(hash_, what)
-            return
-        if not self._repair:
+        elif not self._repair:
             self.stats.damaged += 1
-            print(f"damaged {hash_}: {what}", flush=True)
+            print(f"damaged {hash_}: {_damage(check)}", flush=True)
+        elif not self._mend(check, keep, size):
             return
+        extra = extra_copies(check.good, keep)
+        if not extra:
+            return
+        self.stats.extra += len(extra)
+        if not self._repair:
+            print(f"extra copies of {hash_}: {_copies(extra)}", flush=True)
+            return
+        moved, kept = collect_extra_copies(cluster.client, hash_, keep, extra, self._grace)
+        self.stats.collected += moved
+        print(f"extra copies of {hash_}: {_copies(extra)}; {moved} moved to garbage, "
+              f"{kept} kept for now", flush=True)
+
+    def _mend(self, check: ObjectCheck, keep: dict[int, str], size: int) -> bool:
+        """Retire the damaged copies and rebuild the missing shards from the kept good ones;
+        whether that worked."""
+        cluster = self._cluster
+        what = _damage(check)
         try:
-            rebuilt = repair_object(cluster.client, cluster.registry, cluster.locator, hash_,
-                                    size, check.damaged)
+            retire(cluster.client, check.hash, check.damaged)
+            rebuilt = rebuild(cluster.client, cluster.registry, keep, check.hash, size)
         except ObjectStoreError as exc:
-            self._unrecoverable(hash_, f"{what}; repair failed: {exc}")
-            return
+            self._unrecoverable(check.hash, f"{what}; repair failed: {exc}")
+            return False
+        finally:
+            cluster.locator.forget(check.hash)
         self.stats.repaired += 1
-        print(f"repaired {hash_}: {what}; rebuilt shards {sorted(rebuilt)}", flush=True)
+        print(f"repaired {check.hash}: {what}; rebuilt shards {sorted(rebuilt)}", flush=True)
+        return True
 
     def _unrecoverable(self, hash_: str, what: str) -> None:
         self.stats.unrecoverable += 1
         log.error("object %s is unrecoverable: %s", hash_, what)
         print(f"UNRECOVERABLE {hash_}: {what}", flush=True)
+
+
+def _copies(copies) -> str:
+    return ", ".join(f"shard {i} on {address}" for i, address in sorted(copies))
+
+
+def _damage(check: ObjectCheck) -> str:
+    """What is wrong with an object, in words."""
+    if check.content_ok is False:
+        return "content does not match its hash"
+    missing = check.missing
+    parts = [f"shards {missing} missing or damaged"] if missing else []
+    spare = sorted((i, a) for i, a in check.damaged if i not in missing)
+    if spare:
+        parts.append(f"damaged extra copies ({_copies(spare)})")
+    return "; ".join(parts)
 
 
 def _parser():
@@ -163,13 +207,17 @@ def _parser():
                         help="objects started per second at most; 0: no limit "
                              "(default: %(default)s)")
     parser.add_argument("--check-only", action="store_true",
-                        help="report damage, repair nothing")
+                        help="report damage and extra shard copies, change nothing")
+    parser.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                        help="extra copies of a shard younger than this are left for a later "
+                             "scan (default: ORPHAN_GRACE, 3600)")
     return parser
 
 
 def _run(config: Config, args) -> int:
-    if args.rate < 0:
-        print("--rate must be >= 0", file=sys.stderr)
+    grace = config.orphan_grace if args.grace is None else args.grace
+    if args.rate < 0 or grace < 0:
+        print("--rate and --grace must be >= 0", file=sys.stderr)
         return _tool.EXIT_USAGE
     metadata = _tool.open_metadata(config)
     try:
@@ -182,7 +230,7 @@ def _run(config: Config, args) -> int:
             if len(servers) < ALL_SHARDS:
                 print(f"warning: only {len(servers)} live data servers; shards on the others "
                       f"will look missing and be rebuilt elsewhere", file=sys.stderr)
-            scanner = Scanner(metadata, cluster, repair=not args.check_only)
+            scanner = Scanner(metadata, cluster, repair=not args.check_only, grace=grace)
             progress = Progress()
             scanner.scan(Pacer(args.rate), progress)
             progress.finish(scanner.stats)

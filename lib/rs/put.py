@@ -4,7 +4,11 @@ One streaming ``POST /temp/<hash>.<i>`` per shard, each fed by its own thread th
 bounded queue, so memory stays at a few blocks whatever the object size.  A data server that
 refuses the connection, or fails within the first few records (they are kept and replayed),
 is replaced by another live one at once; one that fails later is dropped, and the stream goes
-on while at least ``quorum`` shards are alive.  Two-phase commit is a context manager::
+on while at least ``quorum`` shards are alive.  Only a failure that shows a data server down
+(:func:`counts_against_server`) takes it out of the registry's live servers: never a failure
+of our own body source (the client hung up, its body ended short, we cut the upload), which
+would otherwise blind the api server to every data server at once.  Two-phase commit is a
+context manager::
 
     with RSPutStream(client, targets, hash, size, quorum, registry) as put:
         for block in blocks:
@@ -22,7 +26,8 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from lib.errors import DataServerError, NotEnoughDataServers, ObjectStoreError
+from lib.errors import (DataServerError, NotEnoughDataServers, ObjectStoreError, Refused,
+                        SizeMismatch)
 from lib.hashing import quote_hash
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
@@ -42,6 +47,14 @@ REPLAY_RECORDS = 4
 _PUT_POLL = 0.5
 
 _pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="shard")
+
+
+def counts_against_server(error: BaseException | None) -> bool:
+    """Whether a failed shard transfer shows its data server down: it refused or broke the
+    connection, timed out, or answered 5xx (a DataServerError).  Not a 4xx (the server is up
+    and judged the request), nor a failure of our own body source (``BodyFailed``, the
+    stream's own SizeMismatch, an abort)."""
+    return isinstance(error, DataServerError) and not isinstance(error, Refused)
 
 
 def run_parallel(calls) -> list:
@@ -66,13 +79,16 @@ class _Placement:
         self._lock = threading.Lock()
         self._used = set(targets)
 
-    def failed(self, address: str) -> None:
-        if self._registry is not None:
-            self._registry.forget(address, f"a shard upload of {self._hash} failed")
+    def failed(self, address: str, error: BaseException | None) -> None:
+        """A shard transfer to ``address`` failed with ``error``: drop the server from the
+        live ones if that shows it down."""
+        if self._registry is not None and counts_against_server(error):
+            self._registry.forget(address, f"a shard upload of {self._hash} failed: {error}")
 
-    def replace(self, failed: str) -> str | None:
-        """Drop ``failed`` from the live servers and choose another in its place, or None."""
-        self.failed(failed)
+    def replace(self, failed: str, error: BaseException | None) -> str | None:
+        """Another live server to take over from ``failed``, or None; ``failed`` is dropped
+        from the live servers when ``error`` shows it down."""
+        self.failed(failed, error)
         if self._registry is None:
             return None
         with self._lock:
@@ -85,7 +101,8 @@ class _ShardSender:
     """Feeds one shard's records to one data server through a bounded queue."""
 
     def __init__(self, client: DataServerClient, address: str, quoted_name: str,
-                 size: int | None, replace: Callable[[str], str | None]):
+                 size: int | None,
+                 replace: Callable[[str, BaseException | None], str | None]):
         self.address = address
         self.quoted_name = quoted_name
         self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
@@ -107,7 +124,7 @@ class _ShardSender:
             except DataServerError as exc:
                 if self._replay is None:
                     raise
-                replacement = self._replace(self.address)
+                replacement = self._replace(self.address, exc)
                 if replacement is None:
                     raise
                 log.warning("%s refused shard %s (%s); sending it to %s instead",
@@ -161,7 +178,7 @@ class _ShardSender:
         Possible only for shards short enough to be kept whole (REPLAY_RECORDS records).
         """
         while self._replay is not None and self._ended:
-            replacement = self._replace(self.address)
+            replacement = self._replace(self.address, self.error)
             if replacement is None:
                 return False
             log.warning("commit of %s on %s failed; sending it to %s instead",
@@ -173,6 +190,7 @@ class _ShardSender:
                 self._client.commit_temp(replacement, self.uuid, final_hash)
             except DataServerError as exc:
                 log.warning("%s failed too: %s", replacement, exc)
+                self.error = exc
                 continue
             self.error = None
             return True
@@ -201,9 +219,11 @@ class RSPutStream:
         self.hash = hash_
         self.quorum = quorum
         self._placement = _Placement(registry, list(targets.values()), hash_)
-        shard_size = layout.shard_size(size) if size is not None else None
+        self._size = size
+        self._shard_size = layout.shard_size(size) if size is not None else None
+        self._sent = 0                   # bytes of each shard handed to its sender
         quoted = quote_hash(hash_)
-        self._senders = {i: _ShardSender(client, address, f"{quoted}.{i}", shard_size,
+        self._senders = {i: _ShardSender(client, address, f"{quoted}.{i}", self._shard_size,
                                          self._placement.replace)
                          for i, address in targets.items()}
         self.committed: dict[int, str] = {}
@@ -225,7 +245,7 @@ class RSPutStream:
                 sender.reported = True
                 log.warning("shard %s to %s failed: %s", sender.quoted_name, sender.address,
                             sender.error)
-                self._placement.failed(sender.address)
+                self._placement.failed(sender.address, sender.error)
         if len(live) < self.quorum:
             raise NotEnoughDataServers(
                 f"only {len(live)} of {len(self._senders)} shards of {self.hash} could be "
@@ -238,11 +258,29 @@ class RSPutStream:
         self.write_records(dict(enumerate(records)))
 
     def write_records(self, records: dict[int, bytes]) -> None:
+        """Send each live shard its record of the next block (records of one block are all
+        the same length).
+
+        :raises SizeMismatch: the records go past the declared size: nothing is sent.
+        """
+        length = len(next(iter(records.values())))
+        if self._shard_size is not None and self._sent + length > self._shard_size:
+            raise SizeMismatch(f"the body of {self.hash} is longer than its declared "
+                               f"{self._size} bytes")
+        self._sent += length
         for i, sender in self._live().items():
             sender.send(records[i])
 
     def finish(self, timeout: float) -> None:
-        """Close every shard stream and wait for the data servers to store them."""
+        """Close every shard stream and wait for the data servers to store them.
+
+        :raises SizeMismatch: the body ended before its declared size (a client that hung
+            up): the shards are left unfinished, for :meth:`abort`, and no data server is
+            blamed for it.
+        """
+        if self._shard_size is not None and self._sent != self._shard_size:
+            raise SizeMismatch(f"the body of {self.hash} ended before its declared "
+                               f"{self._size} bytes")
         for sender in self._live().values():
             sender.send(_END)
         for sender in self._senders.values():
@@ -309,7 +347,7 @@ def put_short_object(client: DataServerClient, registry: DataServerRegistry,
     def take_over(index: int, address: str, error: DataServerError) -> str:
         """Send shard ``index`` to other servers after ``address`` failed it, until one
         stores it; raises the last error when no server is left to try."""
-        while (replacement := placement.replace(address)) is not None:
+        while (replacement := placement.replace(address, error)) is not None:
             log.warning("%s failed shard %s.%d (%s); sending it to %s instead",
                         address, quoted, index, error, replacement)
             address = replacement

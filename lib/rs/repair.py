@@ -6,8 +6,9 @@ homes are data servers holding no shard of the object when there are enough; oth
 other live server, because a shard doubled up on one server still protects better than none.
 
 :func:`repair_object` is the whole repair of one object (locate, retire damaged copies,
-rebuild); the api server's background repairer, the task worker and the object scanner all
-run it.
+rebuild), as the api server's background repairer and the task worker run it; the object
+scanner, which has just verified every copy, retires and rebuilds with :func:`retire` and
+:func:`rebuild`.
 """
 from __future__ import annotations
 
@@ -64,28 +65,39 @@ def rebuild(client: DataServerClient, registry: DataServerRegistry,
     return committed
 
 
+def retire(client: DataServerClient, hash_: str, copies) -> None:
+    """Move the damaged ``(shard index, address)`` copies to their servers' garbage/, so no
+    locate finds them again (one truncated at a record boundary looks whole to its server)."""
+    for index, address in sorted(copies):
+        try:
+            client.delete_shards(address, f"{quote_hash(hash_)}.{index}")
+        except ObjectStoreError as exc:
+            log.warning("could not retire damaged shard %d of %s on %s: %s",
+                        index, hash_, address, exc)
+
+
 def repair_object(client: DataServerClient, registry: DataServerRegistry, locator: Locator,
                   hash_: str, size: int, damaged: dict[int, str]) -> dict[int, str]:
-    """Locate ``hash_``, retire the copies that failed a read, rebuild what is missing.
+    """Locate every copy of ``hash_``'s shards, retire the copies that failed a read,
+    rebuild what is missing.
 
     A damaged copy is moved to its server's garbage first (it may be truncated at a record
-    boundary, which its own server cannot see), so a rebuild never lands beside it.
+    boundary, which its own server cannot see), so a rebuild never lands beside it; it is
+    retired even when another copy of its shard is held elsewhere (a server that came back).
 
     :returns: shard index -> address of every shard rebuilt (empty: nothing was missing).
     :raises NotEnoughDataServers: fewer than DATA_SHARDS good shards are left (the object
         cannot be repaired now), or no live data server can take a rebuilt shard.
     """
     locator.forget(hash_)
-    locations = locator.locate(hash_)
-    for i, address in damaged.items():
-        if locations.get(i) != address:
-            continue
-        del locations[i]
-        try:
-            client.delete_shards(address, f"{quote_hash(hash_)}.{i}")
-        except ObjectStoreError as exc:
-            log.warning("could not retire damaged shard %d of %s on %s: %s",
-                        i, hash_, address, exc)
+    copies = locator.locate_copies(hash_)
+    retired = {(i, a) for i, a in damaged.items() if a in copies.get(i, ())}
+    retire(client, hash_, retired)
+    locations = {}
+    for i, holders in sorted(copies.items()):
+        left = [a for a in holders if (i, a) not in retired]
+        if left:
+            locations[i] = left[0]
     if len(locations) >= ALL_SHARDS:
         return {}
     if len(locations) < DATA_SHARDS:

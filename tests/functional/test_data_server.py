@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import time
 
 import pytest
@@ -123,6 +124,23 @@ def test_delete_moves_shards_to_garbage(client, root):
     assert len(list((root / "garbage").iterdir())) == 1
 
 
+def test_collecting_one_shard_leaves_the_others_and_the_young(client, root):
+    """``POST /garbage/<hash>.<i>``: only shard i, and only once older than ``older_than``."""
+    for index in (1, 3):
+        store(client, shard_bytes(10, index), index=index)
+    old = time.time() - 7200
+    for path in (root / "objects").iterdir():
+        os.utime(path, (old, old))
+    assert client.post(f"/garbage/{quote_hash(HASH)}.1?older_than=9000").json == {
+        "moved": 0, "kept": 1}
+    assert client.post(f"/garbage/{quote_hash(HASH)}.1?older_than=3600").json == {
+        "moved": 1, "kept": 0}
+    assert [p.name.split(".")[1] for p in (root / "objects").iterdir()] == ["3"]
+    assert client.get(f"/objects/{quote_hash(HASH)}.1").status_code == 404
+    assert client.get(f"/objects/{quote_hash(HASH)}.3").status_code == 200
+    assert client.post(f"/garbage/{quote_hash(HASH)}.9?older_than=0").status_code == 400
+
+
 def test_abandoned_temp_objects_expire(client, root):
     from data_server.storage import ShardName, Storage
     storage = Storage(root)
@@ -135,8 +153,6 @@ def test_abandoned_temp_objects_expire(client, root):
 def test_temp_objects_go_when_their_token_expires_unless_still_written(root):
     """Expiry counts from creation (an upload token's lifetime), not from the last write, so
     an abandoned upload is gone soon after its token; one still being written is kept."""
-    import os
-
     from data_server.storage import IDLE_GRACE, ShardName, Storage
     storage = Storage(root)
     ttl, now = 3600.0, time.time()

@@ -176,17 +176,20 @@ def test_error_answered_before_the_body_was_read(server):
     assert (response.status, response.data) == (413, b"big!")
 
 
-def test_a_body_that_raises_closes_the_connection(server):
-    """The server must see the upload end early, not wait for the rest of it."""
+@pytest.mark.parametrize("error", [RuntimeError, ConnectionResetError])
+def test_a_body_that_raises_closes_the_connection(server, error):
+    """The server must see the upload end early, not wait for the rest of it; and the body's
+    own failure, even a socket error of its source, is told apart from the connection's."""
     srv, address = server
     pool = ConnectionPool(5)
 
     def body():
         yield b"first"
-        raise RuntimeError("aborted")
+        raise error("aborted")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(httpclient.BodyFailed) as raised:
         pool.request("PUT", address, "/echo", body=body(), headers={"Content-Length": "100"})
+    assert isinstance(raised.value.__cause__, error)
     assert pool._idle == {}
     assert pool.request("GET", address, "/doc").data == b"doc!"
     assert srv.connections == 2

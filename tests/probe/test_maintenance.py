@@ -334,6 +334,73 @@ def test_scanner_repairs_missing_and_corrupt_shards(maint, client, metadata):
     assert "0 repaired, 0 damaged, 0 unrecoverable" in again.stdout
 
 
+def _holders(client: Client, hash_: str) -> dict[int, list]:
+    """shard index -> the data server nodes whose objects/ hold a copy of it."""
+    roots = {n.storage_root: n for n in client.cluster.data}
+    return {i: [roots[p.parent.parent] for p in paths]
+            for i, paths in client.shard_files(hash_).items()}
+
+
+def _stored_without(client: Client, hash_: str, away) -> bool:
+    """Whether every shard of ``hash_`` has a copy on a node other than ``away``."""
+    holders = _holders(client, hash_)
+    return len(holders) == ALL_SHARDS and all(
+        any(node is not away for node in nodes) for nodes in holders.values())
+
+
+def test_scanner_collects_the_extra_copies_a_returning_server_brings(maint, client):
+    """A data server is away while repair rebuilds its shards elsewhere, then comes back with
+    its old copies: the scanner verifies every copy, retires a corrupt one at once, and of two
+    good copies keeps one, collecting the other once it is older than the grace period."""
+    good = os.urandom(2 * BLOCK_SIZE + 17)
+    spoilt = os.urandom(BLOCK_SIZE + 5)
+    h_good = put(client, "dup/good", good)
+    h_spoilt = put(client, "dup/spoilt", spoilt)
+    away = _holders(client, h_good)[2][0]
+    (spoilt_index,) = [i for i, nodes in _holders(client, h_spoilt).items() if away in nodes]
+    maint.stop_node(away)
+    for name, data in (("dup/good", good), ("dup/spoilt", spoilt)):
+        assert client.get(name).content == data          # degraded: the worker rebuilds
+    wait_for(lambda: _stored_without(client, h_good, away)
+             and _stored_without(client, h_spoilt, away), timeout=30)
+    maint.start_node(away)
+    maint.wait_ready()
+    assert len(_holders(client, h_good)[2]) == 2
+    assert len(_holders(client, h_spoilt)[spoilt_index]) == 2
+    (old_copy,) = [p for p in client.shard_files(h_spoilt)[spoilt_index]
+                   if p.parent.parent == away.storage_root]
+    raw = bytearray(old_copy.read_bytes())
+    raw[layout.full_record_size() - 9] ^= 0x10         # inside the first record's payload
+    old_copy.write_bytes(bytes(raw))
+
+    first = run_tool(maint, "scripts.object_scanner", "--rate", "0", "--grace", "3600")
+    assert first.returncode == 0, first.stderr
+    assert f"repaired {h_spoilt}: damaged extra copies (shard {spoilt_index} on " \
+           f"{away.address})" in first.stdout
+    assert f"extra copies of {h_good}: " in first.stdout
+    assert "0 moved to garbage, 1 kept for now" in first.stdout      # the rebuilt one: young
+    assert [n.address for n in _holders(client, h_spoilt)[spoilt_index]] != [away.address]
+    assert all(len(nodes) == 1 for nodes in _holders(client, h_spoilt).values())
+    assert any(p.parent.parent == away.storage_root for p in garbage_files(maint, h_spoilt))
+    assert len(_holders(client, h_good)[2]) == 2
+
+    backdate(shard_paths(client, h_good), OLD)
+    second = run_tool(maint, "scripts.object_scanner", "--rate", "0", "--grace", "3600")
+    assert second.returncode == 0, second.stderr
+    assert f"extra copies of {h_good}: " in second.stdout
+    assert "1 moved to garbage, 0 kept for now" in second.stdout
+    holders = _holders(client, h_good)
+    assert sorted(holders) == list(range(ALL_SHARDS))
+    assert all(len(nodes) == 1 for nodes in holders.values())
+    assert holders[2] == [away]            # the copy on the server holding no other shard
+    assert len({n.address for nodes in holders.values() for n in nodes}) == ALL_SHARDS
+    assert fully_stored(client, h_good) and fully_stored(client, h_spoilt)
+    assert client.get("dup/good").content == good
+    assert client.get("dup/spoilt").content == spoilt
+    third = run_tool(maint, "scripts.object_scanner", "--rate", "0", "--check-only")
+    assert f"extra copies of {h_good}" not in third.stdout and h_spoilt not in third.stdout
+
+
 # -- the work queue ---------------------------------------------------------------------------
 
 def test_a_degraded_get_is_repaired_by_the_worker(maint, client):

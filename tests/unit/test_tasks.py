@@ -16,6 +16,7 @@ from lib.hashing import quote_hash, sha256_b64
 from lib.metadata import MetadataError
 from lib.rs import layout
 from lib.rs.codec import get_codec
+from lib.rs.duplicates import choose_keepers, collect_extra_copies, extra_copies
 from lib.rs.params import ALL_SHARDS, BLOCK_SIZE
 from lib.rs.verify import check_object
 from lib.tasks import MAX_BACKOFF, MalformedTask, PermanentFailure, Task, TaskPublisher, TaskQueues
@@ -300,26 +301,32 @@ class MemoryShard:
 
 
 class MemoryClient:
-    def __init__(self, shards: dict[int, bytes]):
+    """Shard ``i`` is ``shards[i]`` on any server, unless ``copies[(i, address)]`` says
+    what that server holds."""
+
+    def __init__(self, shards: dict[int, bytes], copies: dict | None = None):
         self.shards = shards
+        self.copies = copies or {}
 
     def open_shards(self, ranges):
         return [self._open(*r) for r in ranges]
 
     def _open(self, address, quoted_name, first, last):
         index = int(quoted_name.rsplit(".", 1)[1])
-        if index not in self.shards:
+        data = self.copies.get((index, address), self.shards.get(index))
+        if data is None:
             return ObjectNotFound(f"{address}: no shard {index}")
-        return MemoryShard(self.shards[index][first:last + 1], address)
+        return MemoryShard(data[first:last + 1], address)
 
 
 DATA = os.urandom(2 * BLOCK_SIZE + 1234)
 SHARDS = encode_shards(DATA)
 LOCATIONS = {i: f"127.0.1.{i + 1}:1" for i in range(ALL_SHARDS)}
+COPIES = {i: [a] for i, a in LOCATIONS.items()}
 
 
 def test_check_object_healthy():
-    check = check_object(MemoryClient(dict(enumerate(SHARDS))), LOCATIONS, sha256_b64(DATA),
+    check = check_object(MemoryClient(dict(enumerate(SHARDS))), COPIES, sha256_b64(DATA),
                          len(DATA))
     assert check.healthy and check.content_ok and check.missing == []
 
@@ -330,30 +337,75 @@ def test_check_object_finds_missing_corrupt_and_short_shards():
     flipped[layout.full_record_size() + 10] ^= 1          # block 1 of shard 1
     shards[1] = bytes(flipped)
     shards[5] = shards[5][:layout.full_record_size()]     # whole records missing at the end
-    located = {i: a for i, a in LOCATIONS.items() if i != 3}
+    located = {i: a for i, a in COPIES.items() if i != 3}
     check = check_object(MemoryClient(shards), located, sha256_b64(DATA), len(DATA))
-    assert sorted(check.damaged) == [1, 5] and check.missing == [1, 3, 5]
+    assert check.damaged == {(1, LOCATIONS[1]), (5, LOCATIONS[5])}
+    assert check.missing == [1, 3, 5]
     assert not check.healthy and not check.recoverable      # only 3 good shards left
 
 
 def test_check_object_recoverable_and_content_verified():
     shards = dict(enumerate(SHARDS))
     del shards[0]
-    located = {i: a for i, a in LOCATIONS.items() if i != 2}
+    located = {i: a for i, a in COPIES.items() if i != 2}
     check = check_object(MemoryClient(shards), located, sha256_b64(DATA), len(DATA))
-    assert check.damaged == {0: LOCATIONS[0]} and check.missing == [0, 2]
+    assert check.damaged == {(0, LOCATIONS[0])} and check.missing == [0, 2]
     assert check.recoverable and check.content_ok
 
 
 def test_check_object_notices_content_that_is_not_its_hash():
-    check = check_object(MemoryClient(dict(enumerate(SHARDS))), LOCATIONS, HASH, len(DATA))
+    check = check_object(MemoryClient(dict(enumerate(SHARDS))), COPIES, HASH, len(DATA))
     assert check.content_ok is False and not check.healthy and not check.recoverable
 
 
 def test_check_empty_object():
     empty = sha256_b64(b"")
-    assert check_object(MemoryClient({}), LOCATIONS, empty, 0).healthy
-    assert check_object(MemoryClient({}), {0: "a:1"}, empty, 0).missing == [1, 2, 3, 4, 5]
+    assert check_object(MemoryClient({}), COPIES, empty, 0).healthy
+    assert check_object(MemoryClient({}), {0: ["a:1"]}, empty, 0).missing == [1, 2, 3, 4, 5]
+
+
+def test_check_object_verifies_every_copy_of_a_shard():
+    """A corrupt extra copy is found even though another copy of its shard is good; a
+    good extra copy is reported good."""
+    flipped = bytearray(SHARDS[2])
+    flipped[-3] ^= 1
+    copies = {**COPIES, 2: [LOCATIONS[2], "127.0.1.9:1"], 4: [LOCATIONS[4], "127.0.1.8:1"]}
+    client = MemoryClient(dict(enumerate(SHARDS)), {(2, "127.0.1.9:1"): bytes(flipped)})
+    check = check_object(client, copies, sha256_b64(DATA), len(DATA))
+    assert check.damaged == {(2, "127.0.1.9:1")} and check.missing == []
+    assert check.good[2] == [LOCATIONS[2]] and check.good[4] == copies[4]
+    assert check.content_ok and check.recoverable and not check.healthy
+
+
+# -- extra copies of a shard ------------------------------------------------------------------
+
+def test_keepers_spread_over_servers_and_ties_go_the_same_way():
+    good = {0: ["s1"], 1: ["s2"], 2: ["s2", "s3"], 3: ["s4", "s3"], 4: ["s5", "s6"]}
+    keep = choose_keepers(good)
+    assert keep == {0: "s1", 1: "s2", 2: "s3", 3: "s4", 4: "s5"}
+    assert choose_keepers({i: list(reversed(h)) for i, h in good.items()}) == keep
+    assert extra_copies(good, keep) == [(2, "s2"), (3, "s3"), (4, "s6")]
+
+
+class CollectClient:
+    def __init__(self, held: set[str]):
+        self.held = held
+        self.collected = []
+
+    def has_shard(self, address, quoted_name):
+        return address in self.held
+
+    def collect(self, address, hash_, older_than, index=None):
+        self.collected.append((index, address, older_than))
+        return 1, 0
+
+
+def test_extra_copies_go_only_while_the_kept_copy_is_there():
+    client = CollectClient(held={"s1"})
+    keep = {0: "s1", 1: "s2"}
+    moved, kept = collect_extra_copies(client, HASH, keep, [(0, "s3"), (1, "s3")], 60.0)
+    assert (moved, kept) == (1, 1)
+    assert client.collected == [(0, "s3", 60.0)]     # shard 1's kept copy went: keep s3's
 
 
 # -- scan pacing ------------------------------------------------------------------------------
