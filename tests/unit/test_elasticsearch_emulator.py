@@ -24,6 +24,8 @@ import threading
 import urllib.parse
 from typing import Any
 
+import pytest
+
 MAX_WINDOW = 10_000
 
 
@@ -203,6 +205,22 @@ class Emulator:
                        for v in values)
         raise Failure(400, "parsing_exception", f"unknown query [{kind}]")
 
+    def _validate(self, index: _Index, query: Any) -> None:
+        """Every clause of a query names a known query and an indexed, mapped field."""
+        if not isinstance(query, dict) or len(query) != 1:
+            raise Failure(400, "parsing_exception", f"bad query {query!r}")
+        (kind, spec), = query.items()
+        if kind == "bool":
+            for name in ("filter", "must", "must_not", "should"):
+                clauses = spec.get(name, [])
+                for clause in clauses if isinstance(clauses, list) else [clauses]:
+                    self._validate(index, clause)
+        elif kind in ("term", "terms", "range"):
+            (field, _), = spec.items()
+            index.field(field)
+        elif kind != "match_all":
+            raise Failure(400, "parsing_exception", f"unknown query [{kind}]")
+
     def search(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         index = self._index(name)
         size, start = int(body.get("size", 10)), int(body.get("from", 0))
@@ -216,6 +234,7 @@ class Emulator:
             if index.field(field).get("doc_values") is False:
                 raise Failure(400, "illegal_argument_exception", f"cannot sort on [{field}]")
             order.append((field, how if isinstance(how, str) else how.get("order", "asc")))
+        self._validate(index, query)            # a bad query fails on an empty index too
         found = [(i, s) for i, s in index.visible.items() if self._matches(index, query, s)]
 
         def keys(source):
@@ -379,3 +398,62 @@ class EmulatorServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- the emulator's own strictness (what makes the store's tests on it worth something) ------
+
+def _emulator_with_index() -> Emulator:
+    emulator = Emulator()
+    emulator.handle("PUT", "/i", {}, {"mappings": {"dynamic": "strict", "properties": {
+        "key": {"type": "keyword"}, "n": {"type": "long"},
+        "blob": {"type": "keyword", "index": False, "doc_values": False}}}})
+    return emulator
+
+
+def test_searches_see_only_refreshed_writes_and_gets_see_all():
+    emulator = _emulator_with_index()
+    emulator.handle("PUT", "/i/_doc/a", {}, {"key": "a", "n": 1})
+    assert emulator.handle("GET", "/i/_doc/a", {}, None)[1]["found"]
+    assert emulator.search("i", {"query": {"match_all": {}}})["hits"]["hits"] == []
+    emulator.handle("PUT", "/i/_doc/b", {"refresh": "wait_for"}, {"key": "b", "n": 2})
+    assert [h["_id"] for h in emulator.search("i", {"sort": [{"key": "asc"}]})["hits"][
+        "hits"]] == ["a", "b"]
+    emulator.handle("DELETE", "/i/_doc/a", {}, None)
+    assert len(emulator.search("i", {})["hits"]["hits"]) == 2      # not refreshed yet
+
+
+def test_conditional_writes_and_strict_mappings():
+    emulator = _emulator_with_index()
+    status, answer = emulator.handle("PUT", "/i/_create/a", {}, {"key": "a"})
+    assert status == 201
+    for params in ({"if_seq_no": "7", "if_primary_term": "1"}, {}):
+        with pytest.raises(Failure) as caught:
+            emulator.handle("PUT", "/i/_create/a" if not params else "/i/_doc/a", params,
+                            {"key": "a"})
+        assert caught.value.status == 409
+    emulator.handle("PUT", "/i/_doc/a", {"if_seq_no": str(answer["_seq_no"]),
+                                         "if_primary_term": "1"}, {"key": "a2"})
+    for body, kind in (({"other": 1}, "query_shard_exception"),
+                       ({"n": "1"}, "document_parsing_exception")):
+        with pytest.raises(Failure) as caught:
+            emulator.handle("PUT", "/i/_doc/b", {}, body)
+        assert caught.value.kind == kind
+    with pytest.raises(Failure):
+        emulator.search("i", {"query": {"term": {"blob": "x"}}})
+    with pytest.raises(Failure):
+        emulator.search("i", {"size": 10_001})
+    with pytest.raises(Failure):
+        emulator.handle("PUT", "/missing/_doc/a", {}, {"key": "a"})
+
+
+def test_sort_is_by_code_point_with_search_after():
+    emulator = _emulator_with_index()
+    keys = ["b", "a", "ü", "Z", "\U0001f389", "\uffff", "a\x00"]
+    for i, key in enumerate(keys):
+        emulator.handle("PUT", f"/i/_doc/{i}", {"refresh": "true"}, {"key": key, "n": i})
+    body = {"sort": [{"key": "asc"}], "size": 3}
+    first = emulator.search("i", body)["hits"]["hits"]
+    rest = emulator.search("i", {**body, "size": 10,
+                                 "search_after": first[-1]["sort"]})["hits"]["hits"]
+    listed = [h["_source"]["key"] for h in first + rest]
+    assert listed == sorted(keys, key=lambda k: k.encode("utf-8"))

@@ -14,14 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from lib.errors import BucketNotEmpty
-from lib.metadata import ENABLED, Draft, MetadataError, MetadataStore, ObjectMeta, Part
-from lib.metadata.elasticsearch import ElasticsearchStore, encode_version_id
+from lib.errors import BucketNotEmpty, ConditionNotMet, NoSuchBucket, NoSuchUpload
+from lib.metadata import (Draft, MetadataError, MetadataStore, ObjectMeta, Part,
+                          WriteCondition)
+from lib.metadata.elasticsearch import ElasticsearchStore, doc_id, encode_version_id
 from tests.unit import test_metadata_conformance as conformance
 from tests.unit.test_elasticsearch_emulator import EmulatorServer
-from tests.unit.test_metadata_conformance import StoreSpec, put, store  # noqa: F401
+from tests.unit.test_metadata_conformance import StoreSpec, put
 
-# Every conformance test that runs on a store, here on the emulator.
+# Every conformance test that runs on a store, here on the emulator (with ``spec`` below).
+store = conformance.store
 for _name, _test in vars(conformance).items():
     if _name.startswith("test_") and callable(_test) and \
             {"store", "spec"} & set(inspect.signature(_test).parameters):
@@ -61,22 +63,14 @@ def crash_on(monkeypatch, store: ElasticsearchStore, method: str, after: int = 0
     monkeypatch.setattr(store, method, dying)
 
 
-def docs(store: ElasticsearchStore, kind: str) -> dict[str, dict]:
-    index = store._indices[kind]
-    emulated = store_server(store).emulator.indices[index]
-    return {i: s for i, (s, _) in emulated.docs.items()}
+@pytest.fixture
+def docs(emulator: EmulatorServer, store: ElasticsearchStore):
+    """The documents of one of the store's indices, as the emulator holds them."""
+    def of(kind: str) -> dict[str, dict]:
+        index = emulator.emulator.indices[store._indices[kind]]
+        return {i: s for i, (s, _) in index.docs.items()}
 
-
-def store_server(store: ElasticsearchStore) -> EmulatorServer:
-    return SERVERS[store._where]
-
-
-SERVERS: dict[str, EmulatorServer] = {}
-
-
-@pytest.fixture(autouse=True)
-def _known(emulator: EmulatorServer) -> None:
-    SERVERS[emulator.address] = emulator
+    return of
 
 
 # -- steps between documents -------------------------------------------------------------------
@@ -95,7 +89,7 @@ def test_a_writer_dying_before_its_commit_leaves_only_a_count_too_high(monkeypat
     assert [v.hash for v in store.versions_page("v", "", None, None, 10)] == ["h3", "h1"]
 
 
-def test_a_removal_dying_after_its_commit_is_finished_by_the_next_writer(monkeypatch, store):
+def test_a_removal_dying_after_its_commit_is_finished_by_the_next_writer(monkeypatch, store, docs):
     a = put(store, "k", "h1")
     put(store, "k", "h2")
     crash_on(monkeypatch, store, "_finish_removal")
@@ -108,18 +102,15 @@ def test_a_removal_dying_after_its_commit_is_finished_by_the_next_writer(monkeyp
     assert store.content("h1").refs == 1
     put(store, "k", "h3")                              # the next writer finishes it
     assert store.content("h1").refs == 0
-    assert encode_version_id(a.seq) not in docs(store, "versions")
+    assert encode_version_id(a.seq) not in docs("versions")
 
 
 def test_a_removal_finished_twice_releases_once(store):
     a = put(store, "k", "h1")
     put(store, "k2", "h1", shared=True)
-    _, state = store._settled("v", "k")
-    state.removing.append(a.seq)
-    state.count -= 1
-    state.latest, state.null_seq = None, None
-    state.count = 0
-    doc, _ = store._key("v", "k")
+    doc, state = store._settled("v", "k")
+    state.removing.append(a.seq)                       # what _remove commits
+    state.count, state.latest = 0, None
     store._commit(doc, state)
     store._finish_removal("v", "k", a.seq)
     store._finish_removal("v", "k", a.seq)             # a second process, late
@@ -127,7 +118,7 @@ def test_a_removal_finished_twice_releases_once(store):
     assert store.version("v", "k") is None and store._key("v", "k")[0] is None
 
 
-def test_null_replacement_dying_after_commit(monkeypatch, store):
+def test_null_replacement_dying_after_commit(monkeypatch, store, docs):
     put(store, "k", "h1", bucket="u")
     crash_on(monkeypatch, store, "_finish_removal")
     with pytest.raises(Crash):
@@ -137,7 +128,7 @@ def test_null_replacement_dying_after_commit(monkeypatch, store):
     assert store.content("h1").refs == 1               # not yet released
     store.delete_object("u", "k")
     assert store.content("h1").refs == 0 and store.content("h2").refs == 0
-    assert docs(store, "versions") == {}
+    assert docs("versions") == {}
 
 
 def test_an_unknown_commit_outcome_is_never_undone(monkeypatch, store):
@@ -155,10 +146,7 @@ def test_an_unknown_commit_outcome_is_never_undone(monkeypatch, store):
     assert store.version("v", "k").hash == "h1" and store.content("h1").refs == 1
 
 
-def test_refused_writes_release_what_they_referenced(store):
-    from lib.errors import ConditionNotMet
-    from lib.metadata import WriteCondition
-
+def test_refused_writes_release_what_they_referenced(store, docs):
     put(store, "k", "h1")
     put(store, "m", "h0")
     with pytest.raises(ConditionNotMet):
@@ -170,11 +158,11 @@ def test_refused_writes_release_what_they_referenced(store):
         store.complete_upload(upload.upload_id, Draft("v", "m", 5, parts=(
             Part(1, "p1", 5, "e1"),)), WriteCondition(hash="nope", number=None, etag="*"))
     assert store.content("p1").refs == 1               # the upload's part only
-    assert docs(store, "parts") == {}                  # the manifest written is dropped
+    assert docs("parts") == {}                  # the manifest written is dropped
     assert store.upload(upload.upload_id) is not None  # open again
 
 
-def test_a_part_written_after_its_upload_ended_is_taken_back(monkeypatch, store):
+def test_a_part_written_after_its_upload_ended_is_taken_back(monkeypatch, store, docs):
     upload = store.create_upload("v", "m", ObjectMeta())
     real = store._reference
 
@@ -184,10 +172,10 @@ def test_a_part_written_after_its_upload_ended_is_taken_back(monkeypatch, store)
         return counted
 
     monkeypatch.setattr(store, "_reference", abort_meanwhile)
-    with pytest.raises(Exception, match="ended meanwhile"):
+    with pytest.raises(NoSuchUpload, match="ended meanwhile"):
         store.put_part(upload.upload_id, Part(1, "late", 5, "e"))
     monkeypatch.undo()
-    assert store.content("late").refs == 0 and docs(store, "upload_parts") == {}
+    assert store.content("late").refs == 0 and docs("upload_parts") == {}
 
 
 def test_an_abort_that_died_is_finished_by_the_sweep(monkeypatch, store):
@@ -204,15 +192,15 @@ def test_an_abort_that_died_is_finished_by_the_sweep(monkeypatch, store):
 
 
 def test_a_put_racing_delete_bucket_takes_its_version_back(monkeypatch, store):
-    from lib.errors import NoSuchBucket
-
+    """delete_bucket marks the bucket just after this PUT committed: the PUT, seeing the mark,
+    takes its version back (or delete_bucket would drop a bucket that has a version)."""
     store.create_bucket("gone")
     real = store._commit
 
     def delete_bucket_after(doc, state):
         real(doc, state)
         monkeypatch.setattr(store, "_commit", real)
-        store._cas("buckets", conformance_bucket_id("gone"), lambda d: (
+        store._cas("buckets", doc_id("bucket", "gone"), lambda d: (
             "put", {**d.source, "state": "deleting"}, None))
 
     monkeypatch.setattr(store, "_commit", delete_bucket_after)
@@ -220,11 +208,6 @@ def test_a_put_racing_delete_bucket_takes_its_version_back(monkeypatch, store):
         put(store, "k", "h", bucket="gone")
     assert store.content("h").refs == 0
     assert store._key("gone", "k")[0] is None
-
-
-def conformance_bucket_id(name: str) -> str:
-    from lib.metadata.elasticsearch import doc_id
-    return doc_id("bucket", name)
 
 
 def test_delete_bucket_refuses_while_a_key_has_versions_then_restores_it(store):
@@ -262,7 +245,3 @@ def test_indices_with_another_mapping_are_refused(emulator: EmulatorServer):
     finally:
         store.drop_indices()
         store.close()
-
-
-def test_versioned_bucket_seen_by_enabled_store(store):
-    assert store.bucket("v").versioning == ENABLED
