@@ -205,7 +205,7 @@ class Emulator:
                        for v in values)
         raise Failure(400, "parsing_exception", f"unknown query [{kind}]")
 
-    def _validate(self, index: _Index, query: Any) -> None:
+    def _check_query(self, index: _Index, query: Any) -> None:
         """Every clause of a query names a known query and an indexed, mapped field."""
         if not isinstance(query, dict) or len(query) != 1:
             raise Failure(400, "parsing_exception", f"bad query {query!r}")
@@ -214,7 +214,7 @@ class Emulator:
             for name in ("filter", "must", "must_not", "should"):
                 clauses = spec.get(name, [])
                 for clause in clauses if isinstance(clauses, list) else [clauses]:
-                    self._validate(index, clause)
+                    self._check_query(index, clause)
         elif kind in ("term", "terms", "range"):
             (field, _), = spec.items()
             index.field(field)
@@ -234,7 +234,7 @@ class Emulator:
             if index.field(field).get("doc_values") is False:
                 raise Failure(400, "illegal_argument_exception", f"cannot sort on [{field}]")
             order.append((field, how if isinstance(how, str) else how.get("order", "asc")))
-        self._validate(index, query)            # a bad query fails on an empty index too
+        self._check_query(index, query)         # a bad query fails on an empty index too
         found = [(i, s) for i, s in index.visible.items() if self._matches(index, query, s)]
 
         def keys(source):
