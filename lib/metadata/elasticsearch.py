@@ -929,7 +929,7 @@ class ElasticsearchStore(MetadataStore):
             pass
 
     def _finish_removal(self, bucket: str, key: str, seq: int) -> None:
-        """Steps 2b and 2c: delete a removed version's document, decrement its contents if
+        """The end of a removal (rule 2): delete a removed version's document, decrement its contents if
         this process deleted it, then strike it from the key document."""
         vid = encode_version_id(seq)
         doc = self._get("versions", vid)
@@ -1065,7 +1065,7 @@ class ElasticsearchStore(MetadataStore):
     def _remove(self, bucket: str, key: str, pick: Callable[[KeyState], int | None],
                 condition: WriteCondition | None,
                 check_missing: bool = False) -> Version | None:
-        """Remove the version ``pick`` names (step 2): the key document first (the newest
+        """Remove the version ``pick`` names (rule 2): the key document first (the newest
         remaining version becomes latest), then the version document and its references."""
         for attempt in range(self._max_attempts):
             doc, state = self._settled(bucket, key)
