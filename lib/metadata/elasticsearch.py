@@ -929,8 +929,8 @@ class ElasticsearchStore(MetadataStore):
             pass
 
     def _finish_removal(self, bucket: str, key: str, seq: int) -> None:
-        """The end of a removal (rule 2): delete a removed version's document, decrement its contents if
-        this process deleted it, then strike it from the key document."""
+        """The end of a removal (rule 2): delete a removed version's document, decrement its
+        contents if this process deleted it, then strike it from the key document."""
         vid = encode_version_id(seq)
         doc = self._get("versions", vid)
         if doc is not None and (doc.source.get("bucket"), doc.source.get("key")) == (bucket, key):
