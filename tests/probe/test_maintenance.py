@@ -479,10 +479,13 @@ def test_a_poison_task_ends_in_the_dead_letter_queue(maint, hook):
 # -- a metadata backend that answers nonsense -------------------------------------------------
 
 class FakeElasticsearch:
-    """Answers like Elasticsearch ``version`` on the root and the mapping, and nonsense to
-    every search (a total-hits format nobody knows, no aggregations)."""
+    """Answers like Elasticsearch ``version`` on the root and with our mappings, and nonsense
+    to every search (a total-hits format nobody knows)."""
 
     def __init__(self, version: str):
+        from lib.metadata.elasticsearch import MAPPINGS, index_names
+
+        kinds = {name: kind for kind, name in index_names(Config().es_index).items()}
         fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -496,11 +499,10 @@ class FakeElasticsearch:
                 self.wfile.write(data)
 
             def do_GET(self):
-                if self.path.endswith("/_mapping"):
-                    types = {"name": "keyword", "version": "long", "size": "long",
-                             "hash": "keyword"}
-                    self._answer({"metadata": {"mappings": {"properties": {
-                        f: {"type": t} for f, t in types.items()}}}})
+                path = self.path.split("?", 1)[0]
+                if path.endswith("/_mapping"):
+                    names = path.strip("/").split("/")[0].split(",")
+                    self._answer({n: {"mappings": MAPPINGS[kinds[n]]} for n in names})
                 else:
                     self._answer({"version": {"number": version}, "tagline": "You Know"})
 

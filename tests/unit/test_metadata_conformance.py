@@ -3,10 +3,16 @@
 SQLite and PostgreSQL always run, for real (PostgreSQL in a schema of its own per test,
 dropped afterwards; ``TEST_POSTGRES_URL`` names the server, default the local one).  Neither
 may skip: a PostgreSQL that cannot be reached fails the suite.
+
+Elasticsearch runs when ``ES_SERVER`` names a reachable server (each test in indices of its own
+prefix, deleted afterwards) and is skipped, saying why, otherwise: none can be installed on the
+development machines.  ``tests/unit/test_elasticsearch_store.py`` runs this suite against an
+in-process emulator of the Elasticsearch API meanwhile.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import os
 import sqlite3
@@ -23,6 +29,7 @@ from lib.errors import (BucketExists, BucketNotEmpty, ConditionNotMet, ContentGo
 from lib.metadata import (ENABLED, SUSPENDED, UNVERSIONED, Draft, MetadataError,
                           MetadataStore, ObjectMeta, Part, WriteCondition, decode_version_id,
                           encode_version_id, open_store)
+from lib.metadata.elasticsearch import ElasticsearchStore
 from lib.metadata.listing import Cursor, start_cursor, successor, walk
 from lib.metadata.postgres import PostgresStore, split_url
 from lib.metadata.sqlite import SqliteStore
@@ -36,17 +43,58 @@ class StoreSpec:
 
     kind: str
     location: str
+    #: Elasticsearch: the index prefix (ES_INDEX).
+    index: str = ""
 
     def open(self) -> MetadataStore:
         if self.kind == "sqlite":
             return SqliteStore(self.location)
+        if self.kind == "elasticsearch":
+            return ElasticsearchStore(self.location, self.index, timeout=30,
+                                      refresh_interval="100ms")
         return PostgresStore(self.location)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@functools.cache
+def es_unreachable(server: str) -> str | None:
+    """Why the Elasticsearch at ``server`` cannot be tested against (None: it can)."""
+    probe = ElasticsearchStore(server, "tessera-probe", timeout=5)
+    try:
+        probe._request("GET", "/")
+        return None
+    except MetadataError as exc:
+        return str(exc)
+    finally:
+        probe.close()
+
+
+def es_spec() -> StoreSpec:
+    """A spec with indices of its own on ES_SERVER, or a skip saying why there is none."""
+    server = os.environ.get("ES_SERVER")
+    if not server:
+        pytest.skip("ES_SERVER is not set: no Elasticsearch to test against (none can be "
+                    "installed on these machines)")
+    reason = es_unreachable(server)
+    if reason is not None:
+        pytest.skip(f"ES_SERVER={server} is not reachable: {reason}")
+    return StoreSpec("elasticsearch", server, f"tessera-test-{uuid.uuid4().hex[:12]}")
+
+
+def drop_es(spec: StoreSpec) -> None:
+    with ElasticsearchStore(spec.location, spec.index) as opened:
+        opened.drop_indices()
+
+
+@pytest.fixture(params=["sqlite", "postgresql",
+                        pytest.param("elasticsearch", marks=pytest.mark.es)])
 def spec(request, tmp_path: Path) -> Iterator[StoreSpec]:
     if request.param == "sqlite":
         yield StoreSpec("sqlite", str(tmp_path / "md.db"))
+        return
+    if request.param == "elasticsearch":
+        made = es_spec()
+        yield made
+        drop_es(made)
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
     yield StoreSpec("postgresql", f"{POSTGRES}?schema={schema}")
