@@ -98,6 +98,24 @@ def _bucket(row: Sequence) -> Bucket:
     return Bucket(name, float(created), owner, versioning, json.loads(config or "{}"))
 
 
+def _resume_page(tx: Tx, select: str, where: str, inner: tuple[str, str], bucket: str,
+                 key: str, after: object | None, end: str | None, limit: int) -> list[tuple]:
+    """The paging under versions and uploads listings: the rows of ``key`` past ``after``
+    (``inner``: that condition and the order within a key; all of the key's rows when
+    ``after`` is None), then the rows of the keys after it, below ``end`` (None: no bound)."""
+    condition, order = inner
+    rows: list[tuple] = []
+    if after is not None:
+        rows = tx.rows(f"{select} WHERE bucket = ? AND key = ? AND {condition}{where} "
+                       f"ORDER BY {order} LIMIT ?", bucket, key, after, limit)
+    if len(rows) < limit:
+        bound, tail = (" AND key < ?", (end,)) if end is not None else ("", ())
+        rows += tx.rows(f"{select} WHERE bucket = ? AND key {'>' if after is not None else '>='} "
+                        f"?{bound}{where} ORDER BY key, {order} LIMIT ?", bucket, key, *tail,
+                        limit - len(rows))
+    return rows
+
+
 def new_upload_id() -> str:
     """Opaque, unguessable, and sorting by creation time."""
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
@@ -417,23 +435,10 @@ class SqlStore(MetadataStore):
 
     def versions_page(self, bucket: str, key: str, below_seq: int | None, end: str | None,
                       limit: int) -> list[Version]:
-        bound = " AND key < ?" if end is not None else ""
-        tail = (end,) if end is not None else ()
-
-        def op(tx: Tx) -> list[Version]:
-            rows = []
-            if below_seq is not None:
-                rows = tx.rows(f"SELECT {_VERSION} FROM versions WHERE bucket = ? AND key = ? "
-                               "AND seq < ? ORDER BY seq DESC LIMIT ?", bucket, key, below_seq,
-                               limit)
-            if len(rows) < limit:
-                rows += tx.rows(f"SELECT {_VERSION} FROM versions WHERE bucket = ? "
-                                f"AND key {'>' if below_seq is not None else '>='} ?{bound} "
-                                "ORDER BY key, seq DESC LIMIT ?", bucket, key, *tail,
-                                limit - len(rows))
-            return rows
-
-        return [_version(r, meta=False) for r in self._read(op)]
+        rows = self._read(lambda tx: _resume_page(
+            tx, f"SELECT {_VERSION} FROM versions", "", ("seq < ?", "seq DESC"), bucket, key,
+            below_seq, end, limit))
+        return [_version(r, meta=False) for r in rows]
 
     def versions_of(self, bucket: str, key: str | None, offset: int = 0,
                     limit: int = 1000) -> list[Version]:
@@ -564,23 +569,10 @@ class SqlStore(MetadataStore):
 
     def uploads_page(self, bucket: str, key: str, after_upload: str | None, end: str | None,
                      limit: int) -> list[Upload]:
-        bound = " AND key < ?" if end is not None else ""
-        tail = (end,) if end is not None else ()
-
-        def op(tx: Tx) -> list[tuple]:
-            rows = []
-            if after_upload is not None:
-                rows = tx.rows(f"SELECT {_UPLOAD} FROM uploads WHERE bucket = ? AND key = ? "
-                               "AND upload_id > ? AND completed IS NULL ORDER BY upload_id "
-                               "LIMIT ?", bucket, key, after_upload, limit)
-            if len(rows) < limit:
-                rows += tx.rows(f"SELECT {_UPLOAD} FROM uploads WHERE bucket = ? "
-                                f"AND key {'>' if after_upload is not None else '>='} ?{bound} "
-                                "AND completed IS NULL ORDER BY key, upload_id LIMIT ?",
-                                bucket, key, *tail, limit - len(rows))
-            return rows
-
-        return [_upload(r) for r in self._read(op)]
+        rows = self._read(lambda tx: _resume_page(
+            tx, f"SELECT {_UPLOAD} FROM uploads", " AND completed IS NULL",
+            ("upload_id > ?", "upload_id"), bucket, key, after_upload, end, limit))
+        return [_upload(r) for r in rows]
 
     def complete_upload(self, upload_id: str, draft: Draft | None,
                         condition: WriteCondition | None = None) -> Version:
