@@ -112,7 +112,7 @@ class S3App:
         req = None
         try:
             req = Request(environ, self.config.s3_domain, request_id)
-            req.auth = auth.authenticate(req, self.credentials, self.config.s3_region)
+            req.auth = auth.authenticate(req, self.credentials)
             response = _route(req)(self, req)
         except BaseException as exc:            # noqa: BLE001 - every error is an answer
             response = self._error(exc, req, environ, request_id)
