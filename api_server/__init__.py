@@ -17,7 +17,7 @@ import logging
 
 from flask import Flask, jsonify
 
-from api_server import errors, locate, objects, uploads, versions
+from api_server import admin, errors, locate, objects, uploads, versions
 from lib.config import Config
 from lib.locator import Locator
 from lib.membership import track_data_servers
@@ -104,6 +104,8 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
         from api_server.s3 import ByListener, create_s3_app
 
         app.wsgi_app = ByListener(app.wsgi_app, create_s3_app(api), config.s3_listen_address)
+
+    admin.install(app)
 
     if start_bus:
         api.bus.start()

@@ -117,6 +117,8 @@ class Config:
     min_part_size: int = 5 * 1024 * 1024
     #: Seconds a multipart upload may stay idle before the worker aborts it.
     multipart_ttl: float = 7 * 24 * 3600.0
+    #: Bearer token of the management API (/api/v1/); empty: that API answers 403.
+    admin_token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -163,6 +165,7 @@ class Config:
                                  if environ.get("S3_CREDENTIALS_FILE") else None),
             min_part_size=_int(environ, "S3_MIN_PART_SIZE", cls.min_part_size, minimum=1),
             multipart_ttl=_float(environ, "MULTIPART_TTL", cls.multipart_ttl),
+            admin_token=environ.get("ADMIN_TOKEN") or "",
         )
 
     def require_storage_root(self) -> Path:

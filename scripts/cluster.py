@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -121,6 +122,9 @@ class Cluster:
         self.task_queue = f"{Config.task_queue}{exchange_suffix}"
         self.metadata_db = self.root / "metadata.db"
         self._extra_env = dict(env or {})
+        #: The management API's bearer token (ADMIN_TOKEN, else one made for this cluster).
+        self.admin_token = (self._extra_env.get("ADMIN_TOKEN") or os.environ.get("ADMIN_TOKEN")
+                            or secrets.token_urlsafe(18))
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.data = [Node("data", i, data_address(i, port), logs / f"data{i}.log",
@@ -161,6 +165,7 @@ class Cluster:
             "TASK_QUEUE": self.task_queue,
         })
         env.setdefault("CLUSTER_SECRET", "tessera-local-" + str(self.root))
+        env["ADMIN_TOKEN"] = self.admin_token
         if node.storage_root is not None:
             env["STORAGE_ROOT"] = str(node.storage_root)
         env.update(self._extra_env)
@@ -332,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.from_env()
     print(f"  S3 keys     access key {config.s3_access_key}  secret key {config.s3_secret_key}"
           "  (S3_ACCESS_KEY / S3_SECRET_KEY)")
+    print(f"  admin token {cluster.admin_token}  (ADMIN_TOKEN; "
+          f"curl -H 'Authorization: Bearer ...' http://{cluster.api[0].address}/api/v1/...)")
     print(f"Try: curl http://{cluster.api[0].address}/health    Ctrl-C stops everything.",
           flush=True)
     stop = {"now": False}
