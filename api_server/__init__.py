@@ -24,6 +24,7 @@ from lib.membership import track_data_servers
 from lib.metadata import ENABLED, MetadataStore, Version, open_store
 from lib.objects import Multipart, ObjectLayer
 from lib.objects.erasure import ErasureContentStore
+from lib.objects.origin import OriginLayer
 from lib.objects.repairs import Repairs
 from lib.objectstream import DataServerClient
 from lib.rabbitmq import Bus
@@ -76,7 +77,8 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
     repairs = Repairs(client, registry, locator, tasks)
     contents = ErasureContentStore(config, client, registry, locator, repairs)
     layer = ObjectLayer(metadata, contents)
-    api = ApiServer(config, layer, Multipart(layer, config.min_part_size), metadata, registry,
+    api = ApiServer(config, OriginLayer.from_config(layer, config),
+                    Multipart(layer, config.min_part_size), metadata, registry,
                     locator, client, bus, repairs, tasks)
     layer.on_stored = api.publish_stored
     return api

@@ -194,3 +194,25 @@ class Forbidden(ObjectStoreError):
 
 class Conflict(ObjectStoreError):
     """Another request is changing the same thing right now (e.g. one resumable upload)."""
+
+
+class OriginError(ObjectStoreError):
+    """A bucket's third-party origin could not give a missing object (the message names the
+    origin); each subclass is one way it failed."""
+
+
+class OriginNotFound(OriginError, ObjectNotFound):
+    """The origin has no such object either (404), remembered for ORIGIN_NEGATIVE_TTL."""
+
+
+class OriginUnavailable(OriginError):
+    """The origin failed: refused, a 5xx or another unexpected status, a body that ended early
+    or failed its length or checksum, an object larger than ORIGIN_MAX_SIZE (502)."""
+
+
+class OriginTimeout(OriginError):
+    """The origin did not connect or answer within its timeouts (504)."""
+
+
+class OriginCircuitOpen(OriginError):
+    """The origin failed too often lately; it is not asked until the breaker resets (503)."""

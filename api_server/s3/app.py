@@ -157,4 +157,5 @@ _REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modi
             400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             409: "Conflict", 411: "Length Required", 412: "Precondition Failed",
             416: "Range Not Satisfiable", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable"}
+            501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout"}

@@ -1,0 +1,563 @@
+"""Fetch on miss: a bucket with a third-party origin gets a missing key from it, answers the
+client from that stream and keeps the bytes as a new erasure-coded version.
+
+:class:`OriginLayer` wraps the object layer (as MinIO's cache wraps its object API): the same
+calls, with ``open`` and ``head`` consulting the bucket's origin (``lib/upstream.py``) when the
+key has no version at all (a delete marker is a statement: a deleted key is not fetched
+again; removing its versions makes it missing).  Everything else goes to the wrapped layer.
+
+A GET miss (the leader)::
+
+    origin --chunks--> tee thread --> ObjectLayer.store (data servers, verified)
+                           |             '--> version written (create-only), breaker reset
+                           '--bounded queue--> client generator (holds its last chunk)
+
+* The client's last chunk is released only once the whole body is stored and verified
+  (length, and the MD5 or SHA-256 the origin declared): a body that ends early or fails a
+  check is not stored (the content store aborts its shards) and the client's answer is cut
+  short of its Content-Length, so it sees an error, never short data.
+* A client that goes away or stalls longer than the read timeout is dropped; the store goes on.
+* A Range GET fetches the whole object: the client's generator passes on only the range's
+  bytes, and answers its last piece once the whole object is stored (a range is never served
+  from bytes that failed a check).
+* An origin answer without Content-Length (or a suffix range of one) is stored first, then
+  served from the store.
+* Single flight: concurrent misses of a key in one process make one origin GET; the others
+  wait for it (``tessera_origin_coalesced_total``) and then read what it stored.
+* An origin 404 is remembered for ORIGIN_NEGATIVE_TTL seconds; ORIGIN_BREAKER_FAILURES
+  consecutive failures (5xx, refused, timeouts, bad bodies) open the origin's circuit for
+  ORIGIN_BREAKER_RESET seconds (503), after which one request tries it again.
+* A HEAD miss asks the origin for its metadata (a HEAD there) and stores nothing: a HEAD
+  moves no body; the next GET (or a prefetch) stores the object.
+
+Origins are per bucket, kept as metadata records (``origin``, bucket), the book bucket's
+default coming from ORIGIN_URL.  The stored version keeps the origin's Content-Type, its ETag
+(as the version's ETag, so validators stay the origin's) and Last-Modified (``meta.origin``).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import Counter
+
+from lib.errors import (BadRequest, ConditionNotMet, NoSuchKey, NotEnoughDataServers,
+                        NotModified, OriginCircuitOpen, OriginError, OriginNotFound, OriginTimeout,
+                        OriginUnavailable)
+from lib.headers import http_date, parse_range
+from lib.metadata import Draft, MetadataStore, ObjectMeta, Version, WriteCondition
+from lib.objects.content import Expect
+from lib.objects.layer import ObjectLayer, ObjectReader, ReadConditions
+from lib.upstream import Answer, Limits, OriginSpec, Upstream
+
+log = logging.getLogger(__name__)
+
+FETCHES = Counter("tessera_origin_fetches_total", "Origin fetches by result (stored, "
+                  "not_found, unavailable, timeout, circuit_open, store_failed, raced)",
+                  ["result"])
+BYTES = Counter("tessera_origin_bytes_total", "Bytes read from origins")
+COALESCED = Counter("tessera_origin_coalesced_total",
+                    "Misses that waited for another request's fetch of the same key")
+NEGATIVE_HITS = Counter("tessera_origin_negative_hits_total",
+                        "Misses answered 404 from the negative cache, asking no origin")
+
+#: Kind of the metadata records that hold the buckets' origins.
+RECORD_KIND = "origin"
+#: Seconds a bucket's origin setting is trusted without reading its record again.
+ORIGIN_CACHE_TTL = 5.0
+#: Chunks queued between the origin and a client (CHUNK bytes each, ``lib/upstream.py``).
+TEE_CHUNKS = 8
+#: Longest wait of a follower (or of a range answer) for a fetch to finish, in seconds.
+MAX_WAIT = 900.0
+#: Most keys remembered as missing at the origin (the oldest go first).
+NEGATIVE_ENTRIES = 100_000
+_END = object()
+
+
+class NegativeCache:
+    """Keys an origin answered 404 for, until their entry expires."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._until: dict[tuple[str, str], float] = {}
+
+    def add(self, bucket: str, key: str) -> None:
+        with self._lock:
+            if len(self._until) >= NEGATIVE_ENTRIES:
+                self._until.pop(next(iter(self._until)))
+            self._until[(bucket, key)] = self._clock() + self._ttl
+
+    def hit(self, bucket: str, key: str) -> bool:
+        with self._lock:
+            until = self._until.get((bucket, key))
+            if until is None:
+                return False
+            if self._clock() < until:
+                return True
+            del self._until[(bucket, key)]
+            return False
+
+    def forget(self, bucket: str, key: str) -> None:
+        with self._lock:
+            self._until.pop((bucket, key), None)
+
+
+class Breaker:
+    """A circuit breaker per origin: open after ``failures`` consecutive failures, for
+    ``reset`` seconds; then one trial request at a time until one succeeds."""
+
+    def __init__(self, failures: int, reset: float, clock: Callable[[], float] = time.monotonic):
+        self._failures = failures
+        self._reset = reset
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[int, float]] = {}    # origin -> (failures, opened at)
+
+    def check(self, origin: str) -> None:
+        """OriginCircuitOpen while the origin's circuit is open."""
+        with self._lock:
+            count, opened = self._state.get(origin, (0, 0.0))
+            if count < self._failures:
+                return
+            now = self._clock()
+            if now - opened < self._reset:
+                raise OriginCircuitOpen(
+                    f"origin {origin} failed {count} times in a row; not asked again for "
+                    f"{self._reset - (now - opened):.0f}s (ORIGIN_BREAKER_RESET)")
+            self._state[origin] = (count, now)       # half open: this request is the trial
+
+    def succeeded(self, origin: str) -> None:
+        with self._lock:
+            self._state.pop(origin, None)
+
+    def failed(self, origin: str) -> None:
+        with self._lock:
+            count, _ = self._state.get(origin, (0, 0.0))
+            self._state[origin] = (count + 1, self._clock())
+
+
+class _Flight:
+    """One fetch of one key in this process; followers wait for :attr:`done`."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class Flights:
+    """Single flight: the first miss of a key leads, later ones follow until it lands."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flights: dict[tuple[str, str], _Flight] = {}
+
+    def join(self, bucket: str, key: str) -> tuple[_Flight, bool]:
+        """The key's flight, and whether the caller leads it (and must :meth:`land` it)."""
+        with self._lock:
+            flight = self._flights.get((bucket, key))
+            if flight is not None:
+                return flight, False
+            flight = self._flights[(bucket, key)] = _Flight()
+            return flight, True
+
+    def land(self, bucket: str, key: str, flight: _Flight,
+             error: BaseException | None = None) -> None:
+        with self._lock:
+            if self._flights.get((bucket, key)) is flight:
+                del self._flights[(bucket, key)]
+        flight.error = error
+        flight.done.set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._flights)
+
+
+class Origins:
+    """Which origin each bucket has: its metadata record, else (the book bucket) ORIGIN_URL."""
+
+    def __init__(self, metadata: MetadataStore, limits: Limits, defaults: dict[str, str],
+                 clock: Callable[[], float] = time.monotonic):
+        self._metadata = metadata
+        self._limits = limits
+        self._defaults = defaults
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Upstream | None]] = {}
+
+    def of(self, bucket: str) -> Upstream | None:
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(bucket)
+        if hit is not None and now - hit[0] < ORIGIN_CACHE_TTL:
+            return hit[1]
+        record = self._metadata.record(RECORD_KIND, bucket)
+        if record is None and bucket in self._defaults:
+            record = {"kind": "http", "url": self._defaults[bucket]}
+        upstream = Upstream(OriginSpec.from_record(record), self._limits) if record else None
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[bucket] = (now, upstream)
+        return upstream
+
+    def forget(self, bucket: str) -> None:
+        with self._lock:
+            self._cache.pop(bucket, None)
+
+
+class OriginLayer:
+    """The object layer with fetch on miss (see the module docstring)."""
+
+    def __init__(self, layer: ObjectLayer, origins: Origins, negative: NegativeCache,
+                 breaker: Breaker, stall_timeout: float):
+        self._layer = layer
+        self.origins = origins
+        self.negative = negative
+        self.breaker = breaker
+        self.flights = Flights()
+        #: Seconds a client may leave its queue full before the fetch goes on without it.
+        self.stall_timeout = stall_timeout
+
+    @classmethod
+    def from_config(cls, layer: ObjectLayer, config) -> "OriginLayer":
+        defaults = {config.book_bucket: config.origin_url} if config.origin_url else {}
+        for url in defaults.values():
+            OriginSpec.from_record({"kind": "http", "url": url})     # fail at start if bad
+        return cls(layer, Origins(layer.metadata, Limits.from_config(config), defaults),
+                   NegativeCache(config.origin_negative_ttl),
+                   Breaker(config.origin_breaker_failures, config.origin_breaker_reset),
+                   config.origin_read_timeout)
+
+    def __getattr__(self, name: str):
+        return getattr(self._layer, name)
+
+    # -- reads -------------------------------------------------------------------------------
+    def open(self, bucket: str, key: str, version_id: str | None = None,
+             number: int | None = None, byte_range: str | None = None,
+             part_number: int | None = None, conditions: ReadConditions | None = None,
+             etag_of: Callable[[Version], str] | None = None) -> ObjectReader:
+        try:
+            return self._layer.open(bucket, key, version_id, number, byte_range, part_number,
+                                    conditions, etag_of)
+        except NoSuchKey as exc:
+            upstream = self._origin_for_miss(bucket, exc, version_id, number)
+        if part_number not in (None, 1):
+            raise NoSuchKey(f"The specified key does not exist: {key!r}")
+        flight, leader = self._take_off(bucket, key, upstream)
+        if not leader:
+            self._follow(bucket, key, upstream, flight)
+            return self._layer.open(bucket, key, byte_range=byte_range,
+                                    part_number=part_number, conditions=conditions,
+                                    etag_of=etag_of)
+        try:
+            answer = self._ask(upstream, bucket, key, "GET")
+            provisional = _provisional(bucket, key, answer)
+            if conditions is not None:
+                _evaluate(conditions, provisional, etag_of)
+            span = self._span(answer, byte_range, part_number)
+            if span is None:                      # the size is not known up front
+                self._store(upstream, bucket, key, answer)
+                self.flights.land(bucket, key, flight)
+                return self._layer.open(bucket, key, byte_range=byte_range,
+                                        part_number=part_number, etag_of=etag_of)
+        except BaseException as exc:
+            if "answer" in locals():
+                answer.close()
+            self.flights.land(bucket, key, flight, exc)
+            raise
+        tee = _Tee(self, upstream, bucket, key, answer, flight)
+        return tee.reader(provisional, *span, partial=byte_range is not None
+                          or part_number is not None)
+
+    def head(self, bucket: str, key: str, version_id: str | None = None,
+             number: int | None = None, conditions: ReadConditions | None = None,
+             etag_of: Callable[[Version], str] | None = None) -> Version:
+        try:
+            return self._layer.head(bucket, key, version_id, number, conditions, etag_of)
+        except NoSuchKey as exc:
+            upstream = self._origin_for_miss(bucket, exc, version_id, number)
+        answer = self._ask(upstream, bucket, key, "HEAD")
+        if answer.size is None:                    # nothing to answer with: store it
+            self.prefetch(bucket, key)
+            return self._layer.head(bucket, key, conditions=conditions, etag_of=etag_of)
+        version = _provisional(bucket, key, answer)
+        if conditions is not None:
+            _evaluate(conditions, version, etag_of)
+        return version
+
+    def prefetch(self, bucket: str, key: str) -> str:
+        """Store ``key`` from the bucket's origin unless it has a version: ``present``,
+        ``stored`` (by this call, or by the fetch it waited for), or an origin error."""
+        try:
+            self._layer.head(bucket, key)
+            return "present"
+        except NoSuchKey as exc:
+            upstream = self._origin_for_miss(bucket, exc, None, None)
+        flight, leader = self._take_off(bucket, key, upstream)
+        if not leader:
+            self._follow(bucket, key, upstream, flight)
+            return "stored"
+        try:
+            self._store(upstream, bucket, key, self._ask(upstream, bucket, key, "GET"))
+        except BaseException as exc:
+            self.flights.land(bucket, key, flight, exc)
+            raise
+        self.flights.land(bucket, key, flight)
+        return "stored"
+
+    # -- the steps ---------------------------------------------------------------------------
+    def _origin_for_miss(self, bucket: str, exc: NoSuchKey, version_id: str | None,
+                         number: int | None) -> Upstream:
+        """The origin to ask for a missing key; re-raise ``exc`` when there is none to ask."""
+        if exc.delete_marker is not None or version_id is not None or number is not None:
+            raise exc
+        upstream = self.origins.of(bucket)
+        if upstream is None:
+            raise exc
+        return upstream
+
+    def _take_off(self, bucket: str, key: str, upstream: Upstream) -> tuple[_Flight, bool]:
+        if self.negative.hit(bucket, key):
+            NEGATIVE_HITS.inc()
+            raise OriginNotFound(f"origin {upstream.name} has no {key!r} (remembered for "
+                                 "ORIGIN_NEGATIVE_TTL)")
+        flight, leader = self.flights.join(bucket, key)
+        if not leader:
+            COALESCED.inc()
+        return flight, leader
+
+    def _follow(self, bucket: str, key: str, upstream: Upstream, flight: _Flight) -> None:
+        """Wait for another request's fetch; raise what it failed with."""
+        if not flight.done.wait(MAX_WAIT):
+            raise OriginTimeout(f"origin {upstream.name}: the fetch of {key!r} this request "
+                                f"waited for took more than {MAX_WAIT:.0f}s")
+        error = flight.error
+        if isinstance(error, OriginError):
+            raise type(error)(str(error))
+        if error is not None:
+            raise NotEnoughDataServers(f"storing {key!r} from origin {upstream.name} failed: "
+                                       f"{error}")
+
+    def _ask(self, upstream: Upstream, bucket: str, key: str, method: str) -> Answer:
+        self.breaker.check(upstream.name)
+        try:
+            answer = upstream.get(key) if method == "GET" else upstream.head(key)
+        except OriginNotFound:
+            self.breaker.succeeded(upstream.name)
+            self.negative.add(bucket, key)
+            FETCHES.labels("not_found").inc()
+            raise
+        except (OriginUnavailable, OriginTimeout) as exc:
+            self.breaker.failed(upstream.name)
+            FETCHES.labels("timeout" if isinstance(exc, OriginTimeout) else "unavailable").inc()
+            log.warning("%s %s/%r: %s", method, bucket, key, exc)
+            raise
+        except OriginCircuitOpen:
+            FETCHES.labels("circuit_open").inc()
+            raise
+        self.breaker.succeeded(upstream.name)
+        return answer
+
+    @staticmethod
+    def _span(answer: Answer, byte_range: str | None,
+              part_number: int | None) -> tuple[int, int] | None:
+        """The bytes the client gets, or None when that needs a size the origin did not say."""
+        if answer.size is None:
+            return None
+        if byte_range is None or part_number is not None:
+            return 0, answer.size - 1
+        resolved = parse_range(byte_range, answer.size)
+        return resolved if resolved is not None else (0, answer.size - 1)
+
+    def _store(self, upstream: Upstream, bucket: str, key: str, answer: Answer,
+               source: Iterator[bytes] | None = None) -> Version | None:
+        """Store the answer's body as the key's new version (create-only: a version written
+        meanwhile wins, and None is returned); origin errors for a bad body."""
+        layer = self._layer
+        name = upstream.name
+
+        def mismatch(message: str) -> Exception:
+            return OriginUnavailable(f"origin {name} sent {key!r} with a bad checksum: "
+                                     f"{message}")
+
+        expect = Expect(size=answer.size, sha256=answer.sha256, sha256_mismatch=mismatch,
+                        md5=answer.md5, want_md5=True, max_size=upstream.limits.max_size)
+        try:
+            stored = layer.store(source if source is not None else _counted(answer), expect)
+        except BadRequest as exc:              # the origin's body failed a length or checksum
+            self.breaker.failed(name)
+            FETCHES.labels("unavailable").inc()
+            raise OriginUnavailable(f"origin {name} sent {key!r} with a bad body: {exc}") \
+                from None
+        except (OriginUnavailable, OriginTimeout) as exc:
+            self.breaker.failed(name)
+            FETCHES.labels("timeout" if isinstance(exc, OriginTimeout) else "unavailable").inc()
+            raise
+        except Exception:
+            FETCHES.labels("store_failed").inc()
+            raise
+        meta = _meta(answer)
+        draft = Draft(bucket, key, stored.digests.size, stored.hash,
+                      _etag(answer) or layer.etag_for(stored), meta, md5=stored.digests.md5,
+                      shared=stored.shared)
+        try:
+            version = layer.write_version(draft, WriteCondition(absent=True), stored)
+        except ConditionNotMet:
+            FETCHES.labels("raced").inc()
+            log.info("%s/%r was written while it was fetched from origin %s; that version "
+                     "stays", bucket, key, name)
+            return None
+        except Exception:
+            FETCHES.labels("store_failed").inc()
+            raise
+        FETCHES.labels("stored").inc()
+        self.negative.forget(bucket, key)
+        log.info("fetched %s/%r from origin %s: %d bytes", bucket, key, name, version.size)
+        return version
+
+
+class _Tee:
+    """One leader's fetch: a thread stores the origin's body and passes each chunk on to the
+    client through a bounded queue (see the module docstring)."""
+
+    def __init__(self, layer: OriginLayer, upstream: Upstream, bucket: str, key: str,
+                 answer: Answer, flight: _Flight):
+        self._layer = layer
+        self._upstream = upstream
+        self._bucket = bucket
+        self._key = key
+        self._answer = answer
+        self._flight = flight
+        self._queue: queue.Queue = queue.Queue(TEE_CHUNKS)
+        self._attached = True
+        self._sent = False
+        self._started = threading.Event()
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, name=f"origin-{key[:40]}", daemon=True).start()
+
+    def reader(self, version: Version, first: int, last: int, partial: bool) -> ObjectReader:
+        """The client's reader, returned once the first chunk is on its way (a failure
+        before that is an error status, not a cut answer)."""
+        self._started.wait(MAX_WAIT)
+        if self.error is not None and not self._sent:
+            raise self.error
+        return ObjectReader(version, first, last, partial, self._chunks(first, last),
+                            self._detach)
+
+    def _run(self) -> None:
+        error = None
+        try:
+            self._layer._store(self._upstream, self._bucket, self._key, self._answer,
+                               self._source())
+        except BaseException as exc:                # noqa: BLE001 - handed to the client
+            error = self.error = exc
+            log.warning("fetch of %s/%r from origin %s failed: %s", self._bucket, self._key,
+                        self._upstream.name, exc)
+        finally:
+            self._answer.close()
+            self._flight_land(error)
+            self._push(_END)
+            self._started.set()
+
+    def _flight_land(self, error: BaseException | None) -> None:
+        self._layer.flights.land(self._bucket, self._key, self._flight, error)
+
+    def _source(self) -> Iterator[bytes]:
+        for chunk in _counted(self._answer):
+            self._sent = True
+            self._push(chunk)
+            yield chunk
+
+    def _push(self, item) -> None:
+        if not self._attached:
+            return
+        try:
+            self._queue.put(item, timeout=self._layer.stall_timeout)
+        except queue.Full:
+            self._attached = False
+            log.warning("client of %s/%r stalled for %.0fs; the fetch goes on without it",
+                        self._bucket, self._key, self._layer.stall_timeout)
+        self._started.set()
+
+    def _detach(self) -> None:
+        """The client is gone (or has its range): stop feeding it, unblock the thread."""
+        self._attached = False
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _chunks(self, first: int, last: int) -> Iterator[bytes]:
+        pos, held = 0, None
+        wait = self._upstream.limits.read_timeout + self._layer.stall_timeout + 5
+        try:
+            while pos <= last:
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    raise OriginTimeout(f"origin {self._upstream.name}: no data for "
+                                        f"{self._key!r} within {wait:.0f}s") from None
+                if item is _END:
+                    break
+                lo, hi = max(first - pos, 0), min(last + 1 - pos, len(item))
+                pos += len(item)
+                if hi > lo:
+                    if held is not None:
+                        yield held
+                    held = item[lo:hi] if (lo, hi) != (0, len(item)) else item
+            self._detach()
+            if not self._flight.done.wait(MAX_WAIT):
+                raise OriginTimeout(f"origin {self._upstream.name}: storing {self._key!r} "
+                                    f"took more than {MAX_WAIT:.0f}s")
+            if self.error is not None:
+                raise self.error                       # cuts the answer short
+            if held is not None:
+                yield held
+        finally:
+            self._detach()
+
+
+def _counted(answer: Answer) -> Iterator[bytes]:
+    for chunk in answer:
+        BYTES.inc(len(chunk))
+        yield chunk
+
+
+def _etag(answer: Answer) -> str:
+    """The origin's ETag, if it can be ours (printable, not absurdly long)."""
+    etag = answer.etag
+    return etag if etag and len(etag) <= 200 and etag.isprintable() and '"' not in etag else ""
+
+
+def _meta(answer: Answer) -> ObjectMeta:
+    origin = {"origin": answer.origin}
+    if answer.etag:
+        origin["etag"] = answer.etag[:200]
+    if answer.last_modified is not None:
+        origin["last-modified"] = http_date(answer.last_modified)
+    return ObjectMeta(content_type=answer.content_type[:200], origin=origin)
+
+
+def _provisional(bucket: str, key: str, answer: Answer) -> Version:
+    """The version a miss is answered as before it is stored (no number, no version id)."""
+    return Version(bucket, key, seq=0, number=0, is_null=False, is_latest=True,
+                   delete_marker=False, created=answer.last_modified or time.time(),
+                   size=answer.size or 0, hash=answer.sha256 or "", etag=_etag(answer),
+                   meta=_meta(answer))
+
+
+def _evaluate(conditions: ReadConditions, version: Version,
+              etag_of: Callable[[Version], str] | None) -> None:
+    try:
+        conditions.evaluate((etag_of or (lambda v: v.etag))(version), version.created)
+    except NotModified as exc:
+        raise NotModified(str(exc), version) from None
+
+
