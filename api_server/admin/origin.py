@@ -33,10 +33,10 @@ def _describe(bucket: str) -> dict | None:
     api = _api()
     record = api.metadata.record(RECORD_KIND, bucket)
     if record is not None:
-        return {"bucket": bucket, **OriginSpec.from_record(record).public(),
+        return {"bucket": bucket, "origin": OriginSpec.from_record(record).public(),
                 "source": "management API"}
     if bucket == api.config.book_bucket and api.config.origin_url:
-        return {"bucket": bucket, "kind": "http", "url": api.config.origin_url,
+        return {"bucket": bucket, "origin": {"kind": "http", "url": api.config.origin_url},
                 "source": "ORIGIN_URL"}
     return None
 

@@ -44,7 +44,8 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client import Counter
 
-from lib.errors import (BadRequest, ConditionNotMet, NoSuchKey, NotEnoughDataServers,
+from lib.config import ConfigError
+from lib.errors import (BadRequest, ConditionNotMet, InvalidArgument, NoSuchKey, NotEnoughDataServers,
                         NotModified, OriginCircuitOpen, OriginError, OriginNotFound, OriginTimeout,
                         OriginUnavailable)
 from lib.headers import http_date, parse_range
@@ -228,7 +229,10 @@ class OriginLayer:
     def from_config(cls, layer: ObjectLayer, config) -> "OriginLayer":
         defaults = {config.book_bucket: config.origin_url} if config.origin_url else {}
         for url in defaults.values():
-            OriginSpec.from_record({"kind": "http", "url": url})     # fail at start if bad
+            try:
+                OriginSpec.from_record({"kind": "http", "url": url})
+            except InvalidArgument as exc:
+                raise ConfigError(f"ORIGIN_URL: {exc}") from None
         return cls(layer, Origins(layer.metadata, Limits.from_config(config), defaults),
                    NegativeCache(config.origin_negative_ttl),
                    Breaker(config.origin_breaker_failures, config.origin_breaker_reset),

@@ -169,6 +169,12 @@ def test_range_on_a_miss_answers_the_range_and_stores_the_whole(setup, origin):
 
 
 def test_concurrent_misses_make_one_origin_fetch(setup, origin):
+    from prometheus_client import REGISTRY
+
+    def coalesced():
+        return REGISTRY.get_sample_value("tessera_origin_coalesced_total") or 0
+
+    before = coalesced()
     layer, _, _ = setup
     body = Body(500_000, seed=6, chunk=50_000)
     origin.add("hot", body, delay=0.3)
@@ -187,6 +193,15 @@ def test_concurrent_misses_make_one_origin_fetch(setup, origin):
         t.join(30)
     assert not errors and results == [body.bytes()] * 8
     assert origin.gets("hot") == 1 and len(layer.flights) == 0
+    assert coalesced() - before == 7
+
+
+def test_a_malformed_origin_url_fails_at_start(tmp_path):
+    from lib.config import Config, ConfigError
+
+    layer = ObjectLayer(SqliteStore(tmp_path / "md.db"), DirectoryContentStore(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="ORIGIN_URL"):
+        OriginLayer.from_config(layer, Config(origin_url="http://127.0.3.1/no-key-template"))
 
 
 def test_a_client_that_leaves_does_not_stop_the_store(setup, origin):

@@ -198,7 +198,7 @@ def test_a_second_cluster_as_an_s3_origin(cached, make_cluster):
             "secret_key": "tessera-secret-key"}
     put = admin(cached, "PUT", "/origins/mirror", json=spec)
     assert put.status_code == 200 and "tessera-secret-key" not in put.text
-    shown = admin(cached, "GET", "/origins/mirror").json()
+    shown = admin(cached, "GET", "/origins/mirror").json()["origin"]
     assert shown["secret_key_set"] == "true" and "secret_key" not in shown
     got = local.get_object(Bucket="mirror", Key="deep/k ey")
     assert got["ContentType"] == "image/x-remote"
