@@ -5,6 +5,7 @@ objects, well or badly, and counts the requests it gets.
 
 * ``status``: answer that status (500, 404...) with no body;
 * ``delay``: seconds to wait before the head (a slow or hanging origin);
+* ``gate``: a ``threading.Event`` to wait for (at most 30 s) before the head;
 * ``truncate``: send only that many body bytes of the declared Content-Length, then close;
 * ``chunked``: no Content-Length (chunked transfer coding);
 * ``md5``: the Content-MD5 to declare (a wrong one makes a body that fails its checksum);
@@ -51,6 +52,8 @@ class _Handler(BaseHTTPRequestHandler):
         body, how = entry
         if how.get("delay"):
             time.sleep(how["delay"])
+        if how.get("gate") is not None:
+            how["gate"].wait(30)
         if how.get("status"):
             self._empty(how["status"])
             return

@@ -169,7 +169,10 @@ def test_range_on_a_miss_answers_the_range_and_stores_the_whole(setup, origin):
 
 
 def test_concurrent_misses_make_one_origin_fetch(setup, origin):
+    """The origin holds its answer until seven followers wait on the leader's flight."""
     from prometheus_client import REGISTRY
+
+    from tests.probe.conftest import wait_for
 
     def coalesced():
         return REGISTRY.get_sample_value("tessera_origin_coalesced_total") or 0
@@ -177,7 +180,8 @@ def test_concurrent_misses_make_one_origin_fetch(setup, origin):
     before = coalesced()
     layer, _, _ = setup
     body = Body(500_000, seed=6, chunk=50_000)
-    origin.add("hot", body, delay=0.3)
+    gate = threading.Event()
+    origin.add("hot", body, gate=gate)
     results, errors = [], []
 
     def fetch():
@@ -189,11 +193,12 @@ def test_concurrent_misses_make_one_origin_fetch(setup, origin):
     threads = [threading.Thread(target=fetch) for _ in range(8)]
     for t in threads:
         t.start()
+    wait_for(lambda: coalesced() - before == 7)
+    gate.set()
     for t in threads:
         t.join(30)
     assert not errors and results == [body.bytes()] * 8
     assert origin.gets("hot") == 1 and len(layer.flights) == 0
-    assert coalesced() - before == 7
 
 
 def test_a_malformed_origin_url_fails_at_start(tmp_path):
