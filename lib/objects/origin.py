@@ -259,24 +259,31 @@ class OriginLayer:
             return self._layer.open(bucket, key, byte_range=byte_range,
                                     part_number=part_number, conditions=conditions,
                                     etag_of=etag_of)
+        answer = None
         try:
             answer = self._ask(upstream, bucket, key, "GET")
-            provisional = _provisional(bucket, key, answer)
-            if conditions is not None:
-                _evaluate(conditions, provisional, etag_of)
-            span = self._span(answer, byte_range, part_number)
-            if span is None:                      # the size is not known up front
+            if answer.size is None:               # stored first, then served from the store
                 self._store(upstream, bucket, key, answer)
-                self.flights.land(bucket, key, flight)
-                return self._layer.open(bucket, key, byte_range=byte_range,
-                                        part_number=part_number, etag_of=etag_of)
         except BaseException as exc:
-            if "answer" in locals():
+            if answer is not None:
                 answer.close()
             self.flights.land(bucket, key, flight, exc)
             raise
+        if answer.size is None:
+            self.flights.land(bucket, key, flight)
+            return self._layer.open(bucket, key, byte_range=byte_range,
+                                    part_number=part_number, conditions=conditions,
+                                    etag_of=etag_of)
         tee = _Tee(self, upstream, bucket, key, answer, flight)
-        return tee.reader(provisional, *span, partial=byte_range is not None
+        provisional = _provisional(bucket, key, answer)
+        try:        # this client's conditions and range: the object is stored all the same
+            if conditions is not None:
+                _evaluate(conditions, provisional, etag_of)
+            first, last = self._span(answer.size, byte_range, part_number)
+        except BaseException:
+            tee.detach()
+            raise
+        return tee.reader(provisional, first, last, partial=byte_range is not None
                           or part_number is not None)
 
     def head(self, bucket: str, key: str, version_id: str | None = None,
@@ -369,15 +376,10 @@ class OriginLayer:
         return answer
 
     @staticmethod
-    def _span(answer: Answer, byte_range: str | None,
-              part_number: int | None) -> tuple[int, int] | None:
-        """The bytes the client gets, or None when that needs a size the origin did not say."""
-        if answer.size is None:
-            return None
-        if byte_range is None or part_number is not None:
-            return 0, answer.size - 1
-        resolved = parse_range(byte_range, answer.size)
-        return resolved if resolved is not None else (0, answer.size - 1)
+    def _span(size: int, byte_range: str | None, part_number: int | None) -> tuple[int, int]:
+        """The bytes the client gets (RangeNotSatisfiable past the end)."""
+        resolved = parse_range(byte_range, size) if part_number is None else None
+        return resolved if resolved is not None else (0, size - 1)
 
     def _store(self, upstream: Upstream, bucket: str, key: str, answer: Answer,
                source: Iterator[bytes] | None = None) -> Version | None:
@@ -452,7 +454,7 @@ class _Tee:
         if self.error is not None and not self._sent:
             raise self.error
         return ObjectReader(version, first, last, partial, self._chunks(first, last),
-                            self._detach)
+                            self.detach)
 
     def _run(self) -> None:
         error = None
@@ -489,7 +491,7 @@ class _Tee:
                         self._bucket, self._key, self._layer.stall_timeout)
         self._started.set()
 
-    def _detach(self) -> None:
+    def detach(self) -> None:
         """The client is gone (or has its range): stop feeding it, unblock the thread."""
         self._attached = False
         while True:
@@ -516,7 +518,7 @@ class _Tee:
                     if held is not None:
                         yield held
                     held = item[lo:hi] if (lo, hi) != (0, len(item)) else item
-            self._detach()
+            self.detach()
             if not self._flight.done.wait(MAX_WAIT):
                 raise OriginTimeout(f"origin {self._upstream.name}: storing {self._key!r} "
                                     f"took more than {MAX_WAIT:.0f}s")
@@ -525,7 +527,7 @@ class _Tee:
             if held is not None:
                 yield held
         finally:
-            self._detach()
+            self.detach()
 
 
 def _counted(answer: Answer) -> Iterator[bytes]:

@@ -235,3 +235,27 @@ def test_prefetch(setup, origin):
     assert layer.prefetch("cached", "pre") == "present"
     origin.stop()
     assert read(layer.open("cached", "pre")) == b"prefetched"
+
+
+def test_conditions_and_bad_ranges_on_a_miss_answer_the_client_and_store_anyway(setup, origin):
+    from lib.errors import NotModified, RangeNotSatisfiable
+    from lib.objects.layer import ReadConditions
+    from tests.probe.conftest import wait_for
+
+    layer, _, _ = setup
+    origin.add("cond", b"conditional", etag="v1")
+    with pytest.raises(NotModified):
+        layer.open("cached", "cond", conditions=ReadConditions(if_none_match=["v1"]))
+    origin.add("past", b"short")
+    with pytest.raises(RangeNotSatisfiable):
+        layer.open("cached", "past", byte_range="bytes=100-")
+    def stored(key):
+        try:
+            return layer._layer.head("cached", key)
+        except NoSuchKey:
+            return None
+
+    for key, data in (("cond", b"conditional"), ("past", b"short")):
+        wait_for(lambda: stored(key))
+        assert read(layer._layer.open("cached", key)) == data
+    assert origin.gets("cond") == origin.gets("past") == 1
