@@ -81,7 +81,8 @@ def test_a_huge_object_streams_through_without_being_held(cached, origin):
         assert response.headers["Digest"] == f"SHA-256={body.hash}"
         assert _digest(response.iter_content(1 << 20)) == body.hash
     rss = max(_peak_rss_kib(pid) for pid in _api_pids(cached))
-    assert rss < 200 * 1024, f"an api server peaked at {rss} KiB"
+    print(f"api server peak RSS after a 256 MiB miss: {rss} KiB")
+    assert rss < 150 * 1024, f"an api server peaked at {rss} KiB"
 
 
 def _api_pids(cluster) -> list[int]:
