@@ -134,6 +134,8 @@ class Config:
     origin_breaker_reset: float = 30.0
     #: Redirects of an HTTP(S) origin followed for one request.
     origin_max_redirects: int = 5
+    #: PEM file of certificate authorities HTTPS origins may be signed by, besides the system's.
+    origin_ca_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -193,6 +195,8 @@ class Config:
                                         cls.origin_breaker_reset),
             origin_max_redirects=_int(environ, "ORIGIN_MAX_REDIRECTS",
                                       cls.origin_max_redirects),
+            origin_ca_file=(Path(environ["ORIGIN_CA_FILE"])
+                            if environ.get("ORIGIN_CA_FILE") else None),
         )
 
     def require_storage_root(self) -> Path:

@@ -106,11 +106,14 @@ class Limits:
     read_timeout: float = 30.0
     max_size: int = 5 << 30
     max_redirects: int = 5
+    #: Extra certificate authorities for HTTPS origins (PEM), besides the system's.
+    ca_file: str | None = None
 
     @classmethod
     def from_config(cls, config) -> "Limits":
         return cls(config.origin_connect_timeout, config.origin_read_timeout,
-                   config.origin_max_size, config.origin_max_redirects)
+                   config.origin_max_size, config.origin_max_redirects,
+                   str(config.origin_ca_file) if config.origin_ca_file else None)
 
 
 class Answer:
@@ -206,6 +209,8 @@ class Upstream:
         self.spec = spec
         self.limits = limits
         self._context = ssl.create_default_context()
+        if limits.ca_file:
+            self._context.load_verify_locations(limits.ca_file)
 
     @property
     def name(self) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ssl
 import threading
 import time
 import urllib.parse
@@ -112,20 +113,26 @@ class _Server(ThreadingHTTPServer):
 class Origin:
     """One test origin; use as a context manager (or call :meth:`stop`)."""
 
-    def __init__(self, host: str = "127.0.3.200"):
+    def __init__(self, host: str = "127.0.3.200", tls: tuple[str, str] | None = None):
+        """:param tls: (certificate, key) PEM files: serve HTTPS."""
         assert host.startswith("127.0.3."), "test origins live on 127.0.3.x"
         self.objects: dict[str, tuple[object, dict]] = {}
         self.requests: Counter = Counter()
         self._lock = threading.Lock()
         self._server = _Server((host, 0), _Handler)
         self._server.origin = self
+        self.scheme = "https" if tls else "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.address = f"{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
     def template(self) -> str:
-        return f"http://{self.address}/o/{{key}}"
+        return f"{self.scheme}://{self.address}/o/{{key}}"
 
     def add(self, key: str, body, **how) -> None:
         self.objects[key] = (body, how)

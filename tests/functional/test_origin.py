@@ -259,3 +259,29 @@ def test_conditions_and_bad_ranges_on_a_miss_answer_the_client_and_store_anyway(
         wait_for(lambda: stored(key))
         assert read(layer._layer.open("cached", key)) == data
     assert origin.gets("cond") == origin.gets("past") == 1
+
+
+def test_https_origin_is_verified(tmp_path, setup):
+    """An HTTPS origin on 127.0.3.x with a certificate of our own: trusted through
+    ORIGIN_CA_FILE, refused (502) without it."""
+    import subprocess
+
+    cert, key = tmp_path / "origin.pem", tmp_path / "origin.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.3.202", "-addext", "subjectAltName=IP:127.0.3.202",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    layer, _, _ = setup
+    metadata = layer.metadata
+    with Origin("127.0.3.202", tls=(str(cert), str(key))) as secure:
+        secure.add("tls", b"over https")
+        for ca_file, bucket in ((str(cert), "trusted"), (None, "untrusted")):
+            layer.create_bucket(bucket)
+            limits = Limits(connect_timeout=2, read_timeout=2, ca_file=ca_file)
+            wrapped = OriginLayer(layer._layer, Origins(metadata, limits,
+                                                        {bucket: secure.template}),
+                                  NegativeCache(60), Breaker(3, 30), stall_timeout=2)
+            if ca_file:
+                assert read(wrapped.open(bucket, "tls")) == b"over https"
+            else:
+                with pytest.raises(OriginUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                    wrapped.open(bucket, "tls")
