@@ -28,7 +28,8 @@ A GET miss (the leader)::
   consecutive failures (5xx, refused, timeouts, bad bodies) open the origin's circuit for
   ORIGIN_BREAKER_RESET seconds (503), after which one request tries it again.
 * A HEAD miss asks the origin for its metadata (a HEAD there) and stores nothing: a HEAD
-  moves no body; the next GET (or a prefetch) stores the object.
+  moves no body; the next GET (or a prefetch) stores the object.  Only when the origin's
+  HEAD has no Content-Length is the object fetched and stored, to answer with its size.
 
 Origins are per bucket, kept as metadata records (``origin``, bucket), the book bucket's
 default coming from ORIGIN_URL.  The stored version keeps the origin's Content-Type, its ETag
