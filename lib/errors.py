@@ -210,6 +210,11 @@ class OriginUnavailable(OriginError):
     or failed its length or checksum, an object larger than ORIGIN_MAX_SIZE (502)."""
 
 
+class OriginTooLarge(OriginUnavailable):
+    """The origin's object is larger than ORIGIN_MAX_SIZE (not a failure of the origin: its
+    circuit breaker does not count it)."""
+
+
 class OriginTimeout(OriginError):
     """The origin did not connect or answer within its timeouts (504)."""
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from lib import sigv4
 from lib.errors import (InvalidArgument, OriginError, OriginNotFound, OriginTimeout,
-                        OriginUnavailable)
+                        OriginTooLarge, OriginUnavailable)
 from lib.headers import parse_http_date
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class Answer:
             headers.get("digest"))
         if self.size is not None and self.size > max_size:
             self.close()
-            raise OriginUnavailable(f"origin {origin}: {key!r} is {self.size} bytes, more "
+            raise OriginTooLarge(f"origin {origin}: {key!r} is {self.size} bytes, more "
                                     f"than the {max_size} accepted (ORIGIN_MAX_SIZE)")
 
     def trust_md5_etag(self) -> None:
@@ -159,7 +159,7 @@ class Answer:
                     break
                 got += len(chunk)
                 if got > self._max_size:
-                    raise OriginUnavailable(f"origin {self.origin}: {self.key!r} is longer "
+                    raise OriginTooLarge(f"origin {self.origin}: {self.key!r} is longer "
                                             f"than the {self._max_size} bytes accepted "
                                             "(ORIGIN_MAX_SIZE)")
                 yield chunk

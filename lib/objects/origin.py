@@ -25,8 +25,9 @@ A GET miss (the leader)::
 * Single flight: concurrent misses of a key in one process make one origin GET; the others
   wait for it (``tessera_origin_coalesced_total``) and then read what it stored.
 * An origin 404 is remembered for ORIGIN_NEGATIVE_TTL seconds; ORIGIN_BREAKER_FAILURES
-  consecutive failures (5xx, refused, timeouts, bad bodies) open the origin's circuit for
-  ORIGIN_BREAKER_RESET seconds (503), after which one request tries it again.
+  consecutive failures (5xx, refused, timeouts, bad bodies; not a too large object) open
+  the origin's circuit for ORIGIN_BREAKER_RESET seconds (503), after which one request tries
+  it again.
 * A HEAD miss asks the origin for its metadata (a HEAD there) and stores nothing: a HEAD
   moves no body; the next GET (or a prefetch) stores the object.  Only when the origin's
   HEAD has no Content-Length is the object fetched and stored, to answer with its size.
@@ -46,9 +47,9 @@ from collections.abc import Callable, Iterator
 from prometheus_client import Counter
 
 from lib.config import ConfigError
-from lib.errors import (BadRequest, ConditionNotMet, InvalidArgument, NoSuchKey, NotEnoughDataServers,
-                        NotModified, OriginCircuitOpen, OriginError, OriginNotFound, OriginTimeout,
-                        OriginUnavailable)
+from lib.errors import (BadRequest, ConditionNotMet, InvalidArgument, NoSuchKey,
+                        NotEnoughDataServers, NotModified, OriginCircuitOpen, OriginError,
+                        OriginNotFound, OriginTimeout, OriginTooLarge, OriginUnavailable)
 from lib.headers import http_date, parse_range
 from lib.metadata import Draft, MetadataStore, ObjectMeta, Version, WriteCondition
 from lib.objects.content import Expect
@@ -58,7 +59,8 @@ from lib.upstream import Answer, Limits, OriginSpec, Upstream
 log = logging.getLogger(__name__)
 
 FETCHES = Counter("tessera_origin_fetches_total", "Origin fetches by result (stored, "
-                  "not_found, unavailable, timeout, circuit_open, store_failed, raced)",
+                  "not_found, unavailable, too_large, timeout, circuit_open, store_failed, "
+                  "raced)",
                   ["result"])
 BYTES = Counter("tessera_origin_bytes_total", "Bytes read from origins")
 COALESCED = Counter("tessera_origin_coalesced_total",
@@ -365,6 +367,9 @@ class OriginLayer:
             self.negative.add(bucket, key)
             FETCHES.labels("not_found").inc()
             raise
+        except OriginTooLarge:
+            FETCHES.labels("too_large").inc()
+            raise
         except (OriginUnavailable, OriginTimeout) as exc:
             self.breaker.failed(upstream.name)
             FETCHES.labels("timeout" if isinstance(exc, OriginTimeout) else "unavailable").inc()
@@ -402,6 +407,9 @@ class OriginLayer:
             FETCHES.labels("unavailable").inc()
             raise OriginUnavailable(f"origin {name} sent {key!r} with a bad body: {exc}") \
                 from None
+        except OriginTooLarge:
+            FETCHES.labels("too_large").inc()
+            raise
         except (OriginUnavailable, OriginTimeout) as exc:
             self.breaker.failed(name)
             FETCHES.labels("timeout" if isinstance(exc, OriginTimeout) else "unavailable").inc()

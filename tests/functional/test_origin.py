@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from lib.errors import (NoSuchKey, OriginCircuitOpen, OriginNotFound, OriginTimeout,
-                        OriginUnavailable)
+                        OriginTooLarge, OriginUnavailable)
 from lib.metadata.sqlite import SqliteStore
 from lib.objects import ObjectLayer
 from lib.objects.origin import Breaker, NegativeCache, OriginLayer, Origins
@@ -151,6 +151,10 @@ def test_too_large_and_unknown_length(setup, origin):
     with pytest.raises(OriginUnavailable, match="ORIGIN_MAX_SIZE"):
         layer.open("cached", "huge-chunked")
     assert contents.stored() == set()
+    for _ in range(3):                       # too large is not a failure of the origin
+        with pytest.raises(OriginTooLarge):
+            layer.open("cached", "huge")
+    layer.breaker.check(layer.origins.of("cached").name)      # still closed
     body = Body(2 << 20, seed=4, chunk=70_000)
     origin.add("chunked", body, chunked=True)
     reader = layer.open("cached", "chunked", byte_range="bytes=-10")
