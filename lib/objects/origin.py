@@ -6,11 +6,9 @@ calls, with ``open`` and ``head`` consulting the bucket's origin (``lib/upstream
 key has no version at all (a delete marker is a statement: a deleted key is not fetched
 again; removing its versions makes it missing).  Everything else goes to the wrapped layer.
 
-A GET miss (the leader)::
-
-    origin --chunks--> tee thread --> ObjectLayer.store (data servers, verified)
-                           |             '--> version written (create-only), breaker reset
-                           '--bounded queue--> client generator (holds its last chunk)
+A GET miss (the leader) is teed (``lib/objects/tee.py``): one thread stores the origin's
+body through the object layer (verified; the version written create-only) while a bounded
+queue passes each chunk on to the client.
 
 * The client's last chunk is released only once the whole body is stored and verified
   (length, and the MD5 or SHA-256 the origin declared): a body that ends early or fails a
@@ -22,8 +20,9 @@ A GET miss (the leader)::
   from bytes that failed a check).
 * An origin answer without Content-Length (or a suffix range of one) is stored first, then
   served from the store.
-* Single flight: concurrent misses of a key in one process make one origin GET; the others
-  wait for it (``tessera_origin_coalesced_total``) and then read what it stored.
+* Single flight (``lib/objects/guards.py``, as the two below): concurrent misses of a key in
+  one process make one origin GET; the others wait for it (``tessera_origin_coalesced_total``)
+  and then read what it stored.
 * An origin 404 is remembered for ORIGIN_NEGATIVE_TTL seconds; ORIGIN_BREAKER_FAILURES
   consecutive failures (5xx, refused, timeouts, bad bodies; not a too large object) open
   the origin's circuit for ORIGIN_BREAKER_RESET seconds (503), after which one request tries
@@ -39,7 +38,6 @@ default coming from ORIGIN_URL.  The stored version keeps the origin's Content-T
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +51,9 @@ from lib.errors import (BadRequest, ConditionNotMet, InvalidArgument, NoSuchKey,
 from lib.headers import http_date, parse_range
 from lib.metadata import Draft, MetadataStore, ObjectMeta, Version, WriteCondition
 from lib.objects.content import Expect
+from lib.objects.guards import Breaker, Flight, Flights, NegativeCache
 from lib.objects.layer import ObjectLayer, ObjectReader, ReadConditions
+from lib.objects.tee import Tee
 from lib.upstream import Answer, Limits, OriginSpec, Upstream
 
 log = logging.getLogger(__name__)
@@ -72,114 +72,8 @@ NEGATIVE_HITS = Counter("tessera_origin_negative_hits_total",
 RECORD_KIND = "origin"
 #: Seconds a bucket's origin setting is trusted without reading its record again.
 ORIGIN_CACHE_TTL = 5.0
-#: Chunks queued between the origin and a client (CHUNK bytes each, ``lib/upstream.py``).
-TEE_CHUNKS = 8
-#: Longest wait of a follower (or of a range answer) for a fetch to finish, in seconds.
+#: Longest wait of a follower for another request's fetch to finish, in seconds.
 MAX_WAIT = 900.0
-#: Most keys remembered as missing at the origin (the oldest go first).
-NEGATIVE_ENTRIES = 100_000
-_END = object()
-
-
-class NegativeCache:
-    """Keys an origin answered 404 for, until their entry expires."""
-
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic):
-        self._ttl = ttl
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._until: dict[tuple[str, str], float] = {}
-
-    def add(self, bucket: str, key: str) -> None:
-        with self._lock:
-            if len(self._until) >= NEGATIVE_ENTRIES:
-                self._until.pop(next(iter(self._until)))
-            self._until[(bucket, key)] = self._clock() + self._ttl
-
-    def hit(self, bucket: str, key: str) -> bool:
-        with self._lock:
-            until = self._until.get((bucket, key))
-            if until is None:
-                return False
-            if self._clock() < until:
-                return True
-            del self._until[(bucket, key)]
-            return False
-
-    def forget(self, bucket: str, key: str) -> None:
-        with self._lock:
-            self._until.pop((bucket, key), None)
-
-
-class Breaker:
-    """A circuit breaker per origin: open after ``failures`` consecutive failures, for
-    ``reset`` seconds; then one trial request at a time until one succeeds."""
-
-    def __init__(self, failures: int, reset: float, clock: Callable[[], float] = time.monotonic):
-        self._failures = failures
-        self._reset = reset
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._state: dict[str, tuple[int, float]] = {}    # origin -> (failures, opened at)
-
-    def check(self, origin: str) -> None:
-        """OriginCircuitOpen while the origin's circuit is open."""
-        with self._lock:
-            count, opened = self._state.get(origin, (0, 0.0))
-            if count < self._failures:
-                return
-            now = self._clock()
-            if now - opened < self._reset:
-                raise OriginCircuitOpen(
-                    f"origin {origin} failed {count} times in a row; not asked again for "
-                    f"{self._reset - (now - opened):.0f}s (ORIGIN_BREAKER_RESET)")
-            self._state[origin] = (count, now)       # half open: this request is the trial
-
-    def succeeded(self, origin: str) -> None:
-        with self._lock:
-            self._state.pop(origin, None)
-
-    def failed(self, origin: str) -> None:
-        with self._lock:
-            count, _ = self._state.get(origin, (0, 0.0))
-            self._state[origin] = (count + 1, self._clock())
-
-
-class _Flight:
-    """One fetch of one key in this process; followers wait for :attr:`done`."""
-
-    def __init__(self):
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-
-class Flights:
-    """Single flight: the first miss of a key leads, later ones follow until it lands."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._flights: dict[tuple[str, str], _Flight] = {}
-
-    def join(self, bucket: str, key: str) -> tuple[_Flight, bool]:
-        """The key's flight, and whether the caller leads it (and must :meth:`land` it)."""
-        with self._lock:
-            flight = self._flights.get((bucket, key))
-            if flight is not None:
-                return flight, False
-            flight = self._flights[(bucket, key)] = _Flight()
-            return flight, True
-
-    def land(self, bucket: str, key: str, flight: _Flight,
-             error: BaseException | None = None) -> None:
-        with self._lock:
-            if self._flights.get((bucket, key)) is flight:
-                del self._flights[(bucket, key)]
-        flight.error = error
-        flight.done.set()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._flights)
 
 
 class Origins:
@@ -277,7 +171,14 @@ class OriginLayer:
             return self._layer.open(bucket, key, byte_range=byte_range,
                                     part_number=part_number, conditions=conditions,
                                     etag_of=etag_of)
-        tee = _Tee(self, upstream, bucket, key, answer, flight)
+        def finished(error: BaseException | None) -> None:
+            answer.close()
+            self.flights.land(bucket, key, flight, error)
+
+        tee = Tee(_counted(answer), lambda source: self._store(upstream, bucket, key, answer,
+                                                               source),
+                  finished, self.stall_timeout, upstream.limits.read_timeout,
+                  f"{bucket}/{key!r} from origin {upstream.name}")
         provisional = _provisional(bucket, key, answer)
         try:        # this client's conditions and range: the object is stored all the same
             if conditions is not None:
@@ -336,7 +237,7 @@ class OriginLayer:
             raise exc
         return upstream
 
-    def _take_off(self, bucket: str, key: str, upstream: Upstream) -> tuple[_Flight, bool]:
+    def _take_off(self, bucket: str, key: str, upstream: Upstream) -> tuple[Flight, bool]:
         if self.negative.hit(bucket, key):
             NEGATIVE_HITS.inc()
             raise OriginNotFound(f"origin {upstream.name} has no {key!r} (remembered for "
@@ -346,7 +247,7 @@ class OriginLayer:
             COALESCED.inc()
         return flight, leader
 
-    def _follow(self, bucket: str, key: str, upstream: Upstream, flight: _Flight) -> None:
+    def _follow(self, bucket: str, key: str, upstream: Upstream, flight: Flight) -> None:
         """Wait for another request's fetch; raise what it failed with."""
         if not flight.done.wait(MAX_WAIT):
             raise OriginTimeout(f"origin {upstream.name}: the fetch of {key!r} this request "
@@ -435,108 +336,6 @@ class OriginLayer:
         self.negative.forget(bucket, key)
         log.info("fetched %s/%r from origin %s: %d bytes", bucket, key, name, version.size)
         return version
-
-
-class _Tee:
-    """One leader's fetch: a thread stores the origin's body and passes each chunk on to the
-    client through a bounded queue (see the module docstring)."""
-
-    def __init__(self, layer: OriginLayer, upstream: Upstream, bucket: str, key: str,
-                 answer: Answer, flight: _Flight):
-        self._layer = layer
-        self._upstream = upstream
-        self._bucket = bucket
-        self._key = key
-        self._answer = answer
-        self._flight = flight
-        self._queue: queue.Queue = queue.Queue(TEE_CHUNKS)
-        self._attached = True
-        self._sent = False
-        self._started = threading.Event()
-        self.error: BaseException | None = None
-        threading.Thread(target=self._run, name=f"origin-{key[:40]}", daemon=True).start()
-
-    def reader(self, version: Version, first: int, last: int, partial: bool) -> ObjectReader:
-        """The client's reader, returned once the first chunk is on its way (a failure
-        before that is an error status, not a cut answer)."""
-        self._started.wait(MAX_WAIT)
-        if self.error is not None and not self._sent:
-            raise self.error
-        return ObjectReader(version, first, last, partial, self._chunks(first, last),
-                            self.detach)
-
-    def _run(self) -> None:
-        error = None
-        try:
-            self._layer._store(self._upstream, self._bucket, self._key, self._answer,
-                               self._source())
-        except BaseException as exc:                # noqa: BLE001 - handed to the client
-            error = self.error = exc
-            log.warning("fetch of %s/%r from origin %s failed: %s", self._bucket, self._key,
-                        self._upstream.name, exc)
-        finally:
-            self._answer.close()
-            self._flight_land(error)
-            self._push(_END)
-            self._started.set()
-
-    def _flight_land(self, error: BaseException | None) -> None:
-        self._layer.flights.land(self._bucket, self._key, self._flight, error)
-
-    def _source(self) -> Iterator[bytes]:
-        for chunk in _counted(self._answer):
-            self._sent = True
-            self._push(chunk)
-            yield chunk
-
-    def _push(self, item) -> None:
-        if not self._attached:
-            return
-        try:
-            self._queue.put(item, timeout=self._layer.stall_timeout)
-        except queue.Full:
-            self._attached = False
-            log.warning("client of %s/%r stalled for %.0fs; the fetch goes on without it",
-                        self._bucket, self._key, self._layer.stall_timeout)
-        self._started.set()
-
-    def detach(self) -> None:
-        """The client is gone (or has its range): stop feeding it, unblock the thread."""
-        self._attached = False
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
-
-    def _chunks(self, first: int, last: int) -> Iterator[bytes]:
-        pos, held = 0, None
-        wait = self._upstream.limits.read_timeout + self._layer.stall_timeout + 5
-        try:
-            while pos <= last:
-                try:
-                    item = self._queue.get(timeout=wait)
-                except queue.Empty:
-                    raise OriginTimeout(f"origin {self._upstream.name}: no data for "
-                                        f"{self._key!r} within {wait:.0f}s") from None
-                if item is _END:
-                    break
-                lo, hi = max(first - pos, 0), min(last + 1 - pos, len(item))
-                pos += len(item)
-                if hi > lo:
-                    if held is not None:
-                        yield held
-                    held = item[lo:hi] if (lo, hi) != (0, len(item)) else item
-            self.detach()
-            if not self._flight.done.wait(MAX_WAIT):
-                raise OriginTimeout(f"origin {self._upstream.name}: storing {self._key!r} "
-                                    f"took more than {MAX_WAIT:.0f}s")
-            if self.error is not None:
-                raise self.error                       # cuts the answer short
-            if held is not None:
-                yield held
-        finally:
-            self.detach()
 
 
 def _counted(answer: Answer) -> Iterator[bytes]:

@@ -10,7 +10,8 @@ from lib.errors import (NoSuchKey, OriginCircuitOpen, OriginNotFound, OriginTime
                         OriginTooLarge, OriginUnavailable)
 from lib.metadata.sqlite import SqliteStore
 from lib.objects import ObjectLayer
-from lib.objects.origin import Breaker, NegativeCache, OriginLayer, Origins
+from lib.objects.guards import Breaker, NegativeCache
+from lib.objects.origin import OriginLayer, Origins
 from lib.upstream import Limits
 from tests.conftest import Body
 from tests.fakes import DirectoryContentStore
