@@ -25,13 +25,13 @@ import urllib.request
 from lib.collector import collect_hash
 from lib.config import Config
 from lib.membership import ClusterView
-from lib.metadata import MetadataStore
+from lib.metadata import MetadataStore, Version
 from lib.objects import ObjectLayer, prefetch
 from lib.objects.erasure import ErasureContentStore
 from lib.objects.origin import OriginLayer
 from lib.objects.repairs import Repairs
 from lib.rs.repair import repair_object
-from lib.tasks import PermanentFailure, Task
+from lib.tasks import PermanentFailure, Task, TaskPublisher, TaskQueues
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,17 @@ class TaskRunner:
         """The worker's own object layer with fetch on miss (made at the first prefetch)."""
         if self._origin_layer is None:
             c = self._cluster
+            tasks = TaskPublisher(c.bus, TaskQueues.from_config(self._config),
+                                  check_interval=self._config.heartbeat_interval)
             contents = ErasureContentStore(self._config, c.client, c.registry, c.locator,
-                                           Repairs(c.client, c.registry, c.locator))
-            self._origin_layer = OriginLayer.from_config(ObjectLayer(self._metadata, contents),
-                                                         self._config)
+                                           Repairs(c.client, c.registry, c.locator, tasks))
+
+            def stored(v: Version) -> None:      # the same "object stored" event as a PUT's
+                tasks.publish(Task.stored(v.key, v.number, v.hash, v.size, v.bucket,
+                                          v.version_id))
+
+            layer = ObjectLayer(self._metadata, contents, on_stored=stored)
+            self._origin_layer = OriginLayer.from_config(layer, self._config)
         return self._origin_layer
 
 
