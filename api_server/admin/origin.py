@@ -107,7 +107,10 @@ def post_prefetch():
 def get_prefetch():
     """Every job's progress, or one job's with ``?job=<id>``."""
     job = request.args.get("job")
+    if job is None:
+        return jsonify(prefetch.progress(_api().metadata) | {
+            "total": prefetch.summary(_api().metadata)})
     report = prefetch.progress(_api().metadata, job)
-    if job is not None and not report:
+    if not report:
         raise AdminError(404, "NoSuchJob", f"no prefetch job {job!r}")
     return jsonify(report)

@@ -76,3 +76,11 @@ def progress(metadata: MetadataStore, job: str | None = None) -> dict:
     if job is not None:
         return report.get(job, {})
     return {"jobs": sorted(report.values(), key=lambda e: e["created"])}
+
+
+def summary(metadata: MetadataStore) -> dict:
+    """Totals over every job (for ``/api/v1/stats``): jobs, keys, and keys per state."""
+    jobs = progress(metadata)["jobs"]
+    totals = {"jobs": len(jobs), "keys": sum(j["keys"] for j in jobs)}
+    totals.update({state: sum(j[state] for j in jobs) for state in STATES})
+    return totals

@@ -74,5 +74,6 @@ def test_prefetch_requests_are_checked(client):
     assert client.post(post, json={"keys": ["a"] * 1001}, headers=AUTH).status_code == 400
     assert client.post(post, json={"keys": ["a"], "bucket": "mirror"},
                        headers=AUTH).status_code == 409        # mirror has no origin
-    assert client.get(post, headers=AUTH).json == {"jobs": []}
+    assert client.get(post, headers=AUTH).json["jobs"] == []
+    assert client.get(post, headers=AUTH).json["total"]["keys"] == 0
     assert client.get(post, query_string={"job": "nope"}, headers=AUTH).status_code == 404

@@ -178,7 +178,9 @@ def test_prefetch_through_the_worker(cached, origin):
         admin(cached, "GET", "/origin/prefetch", params={"job": job}).json()), timeout=60)
     assert (report["stored"], report["failed"], report["keys"]) == (3, 1, 4)
     assert report["errors"][0]["key"] == "pre/missing"
-    assert any(j["job"] == job for j in admin(cached, "GET", "/origin/prefetch").json()["jobs"])
+    everything = admin(cached, "GET", "/origin/prefetch").json()
+    assert any(j["job"] == job for j in everything["jobs"])
+    assert everything["total"]["stored"] >= 3 and everything["total"]["failed"] >= 1
     for key, body in bodies.items():
         assert origin.gets(key) == 1
         assert client.get(key).headers["Digest"] == f"SHA-256={body.hash}"
