@@ -56,7 +56,7 @@ class Task:
       more, leaving shards younger than ``grace`` seconds alone.
     * ``stored``: version ``version`` of ``name`` (``hash``, ``size``) was stored.
     * ``prefetch``: store key ``name`` of ``bucket`` from the bucket's origin unless it is
-      there (``lib/objects/origin.py``); ``job`` names the record its progress goes to.
+      there (``lib/objects/prefetch.py``); ``job`` names the key record its state goes to.
     """
 
     kind: str
