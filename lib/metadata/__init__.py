@@ -115,6 +115,21 @@ class ObjectMeta:
 
 
 @dataclasses.dataclass(frozen=True)
+class Usage:
+    """How much the metadata holds, for the management API's stats."""
+
+    buckets: int
+    #: Keys whose latest version is not a delete marker.
+    objects: int
+    #: Every version, delete markers included.
+    versions: int
+    #: Bytes of every version that is not a delete marker: what clients stored.
+    logical_bytes: int
+    #: Bytes of the referenced contents: what is stored once deduplicated.
+    content_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Bucket:
     name: str
     created: float
@@ -527,6 +542,10 @@ class MetadataStore(abc.ABC):
 
     # -- operations ----------------------------------------------------------------------------------
     @abc.abstractmethod
+    def usage(self) -> Usage:
+        """Counts and byte totals over the whole store (aggregates, not a walk)."""
+
+    @abc.abstractmethod
     def check(self) -> str:
         """Verify the backend answers sensibly; a short description of it, else MetadataError."""
 
@@ -589,6 +608,7 @@ def open_store(config: "Config") -> MetadataStore:
 
 __all__ = [
     "Bucket", "Content", "Draft", "ENABLED", "Metadata", "MetadataError", "MetadataStore",
-    "NULL_VERSION_ID", "ObjectMeta", "Part", "SUSPENDED", "UNVERSIONED", "Upload", "Version",
+    "NULL_VERSION_ID", "ObjectMeta", "Part", "SUSPENDED", "UNVERSIONED", "Upload", "Usage",
+    "Version",
     "VersionConflict", "WriteCondition", "open_store",
 ]

@@ -83,7 +83,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from lib.errors import (BucketExists, BucketNotEmpty, ContentGone, InvalidPart, NoSuchBucket,
                         NoSuchUpload)
 from lib.metadata import (ENABLED, NULL_VERSION_ID, SUSPENDED, UNVERSIONED, Bucket, Content,
-                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Version,
+                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Usage, Version,
                           VersionConflict, WriteCondition, check_draft, check_page, check_text,
                           decode_version_id, encode_version_id, valid_number)
 from lib.metadata.sql import new_upload_id
@@ -1451,6 +1451,32 @@ class ElasticsearchStore(MetadataStore):
         return self._delete("records", doc_id("record", kind, id), refresh=True)
 
     # -- operations ------------------------------------------------------------------------------
+    def _aggregate(self, kind: str, query: dict[str, Any], sums: Sequence[str] = ()
+                   ) -> tuple[int, list[int]]:
+        """(hits, the sum of each field in ``sums``) of ``query``, counted by the server."""
+        self._ensure_indices()
+        aggs = {f"sum_{field}": {"sum": {"field": field}} for field in sums}
+        _, answer = self._request("POST", self._path(kind, "_search"), body={
+            "size": 0, "track_total_hits": True, "query": query, "aggs": aggs})
+        try:
+            total = parse_total_hits(answer["hits"]["total"])
+            values = [int(answer["aggregations"][f"sum_{field}"]["value"] or 0)
+                      for field in sums] if sums else []
+        except (KeyError, TypeError, ValueError):
+            raise _shape("search (aggregations)", answer) from None
+        return total, values
+
+    def usage(self) -> Usage:
+        """From aggregations: versions sum the keys' version counts; bytes count committed
+        version documents (a version still being written is not counted yet)."""
+        buckets, _ = self._aggregate("buckets", {"match_all": {}})
+        objects, _ = self._aggregate("keys", term("listed", True))
+        _, (versions,) = self._aggregate("keys", {"match_all": {}}, ["count"])
+        _, (logical,) = self._aggregate("versions", {"bool": {"filter": [
+            term("committed", True), term("delete_marker", False)]}}, ["size"])
+        _, (content,) = self._aggregate("contents", {"range": {"refs": {"gt": 0}}}, ["size"])
+        return Usage(buckets, objects, versions, logical, content)
+
     def check(self) -> str:
         """The server's version (8 or later), our indices' mappings, and one counted search
         whose answer must make sense."""

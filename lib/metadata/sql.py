@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from lib.errors import (BucketExists, BucketNotEmpty, ContentGone, InvalidPart, NoSuchBucket,
                         NoSuchUpload)
 from lib.metadata import (ENABLED, NULL_VERSION_ID, SUSPENDED, UNVERSIONED, Bucket, Content,
-                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Version,
+                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Usage, Version,
                           WriteCondition, check_draft, check_page, check_text,
                           decode_version_id, valid_number)
 
@@ -657,3 +657,16 @@ class SqlStore(MetadataStore):
     def delete_record(self, kind: str, id: str) -> bool:
         return bool(self._write(lambda tx: tx.run(
             "DELETE FROM records WHERE kind = ? AND id = ?", kind, id)))
+
+    # -- operations ------------------------------------------------------------------------------
+    def usage(self) -> Usage:
+        def op(tx: Tx) -> Usage:
+            (buckets,) = tx.one("SELECT COUNT(*) FROM buckets")
+            (objects,) = tx.one("SELECT COUNT(*) FROM current")
+            versions, logical = tx.one(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN delete_marker = 0 THEN size END), 0) "
+                "FROM versions")
+            (content,) = tx.one("SELECT COALESCE(SUM(size), 0) FROM contents WHERE refs > 0")
+            return Usage(int(buckets), int(objects), int(versions), int(logical), int(content))
+
+        return self._read(op)
