@@ -9,8 +9,10 @@ import re
 import pytest
 
 import api_server
-from api_server.console import browser, session
+from api_server.admin import inspect
+from api_server.console import browser, session, upload
 from lib.config import Config
+from lib.objects import Expect, Requested
 from lib.rabbitmq import Bus
 from lib.rs.params import BLOCK_SIZE
 from tests.functional.test_admin_inspect import TOKEN, Cluster
@@ -44,7 +46,7 @@ def csrf_of(client, path: str = "/console/buckets/") -> str:
     return CSRF.search(client.get(path).text).group(1)
 
 
-def upload(client, data: bytes, filename: str, bucket: str = "book", **fields):
+def send_file(client, data: bytes, filename: str, bucket: str = "book", **fields):
     fields.setdefault("csrf", csrf_of(client))
     return client.post(f"/console/buckets/{bucket}/upload", content_type="multipart/form-data",
                        data={**fields, "file": (io.BytesIO(data), filename)})
@@ -126,7 +128,7 @@ def test_cluster_page_shows_live_and_down_data_servers(console, cluster):
 
 def test_upload_streams_into_the_layer_and_download_gives_the_bytes_back(console, cluster):
     data = bytes(range(256)) * (2 * BLOCK_SIZE // 256) + b"tail"
-    response = upload(console, data, "big.bin", prefix="folder/")
+    response = send_file(console, data, "big.bin", prefix="folder/")
     assert response.status_code == 303
     assert response.location.startswith("/console/buckets/book/object?key=folder/big.bin")
     version = cluster.api.metadata.version("book", "folder/big.bin")
@@ -143,7 +145,7 @@ def test_upload_streams_into_the_layer_and_download_gives_the_bytes_back(console
 
 def test_hostile_keys_are_escaped_everywhere(console, cluster):
     data = "<html><script>alert(1)</script></html>".encode()
-    assert upload(console, data, "x.html", key=HOSTILE_KEY).status_code == 303
+    assert send_file(console, data, "x.html", key=HOSTILE_KEY).status_code == 303
     folder = HOSTILE_KEY.rsplit("/", 1)[0] + "/"          # "</script>" holds a delimiter
     for path, query in (("/console/buckets/book/", {"prefix": folder}),
                         ("/console/buckets/book/object", {"key": HOSTILE_KEY})):
@@ -162,7 +164,7 @@ def test_hostile_keys_are_escaped_everywhere(console, cluster):
 
 
 def test_forms_without_the_sessions_csrf_token_do_nothing(console, cluster):
-    assert upload(console, b"kept", "kept.txt").status_code == 303
+    assert send_file(console, b"kept", "kept.txt").status_code == 303
     refused = console.post("/console/buckets/book/delete", data={"key": "kept.txt"})
     assert refused.status_code == 403
     other = cluster.app.test_client()
@@ -171,8 +173,8 @@ def test_forms_without_the_sessions_csrf_token_do_nothing(console, cluster):
     assert console.post("/console/buckets/book/delete",
                         data={"key": "kept.txt", "csrf": foreign}).status_code == 403
     assert cluster.api.metadata.version("book", "kept.txt") is not None
-    assert upload(console, b"never", "never.txt", csrf="forged").status_code == 403
-    assert upload(console, b"never", "never.txt", csrf=foreign).status_code == 403
+    assert send_file(console, b"never", "never.txt", csrf="forged").status_code == 403
+    assert send_file(console, b"never", "never.txt", csrf=foreign).status_code == 403
     assert cluster.api.metadata.version("book", "never.txt") is None
 
 
@@ -197,7 +199,7 @@ def test_a_form_cut_short_stores_nothing(console, cluster):
 def test_browser_navigates_prefixes_and_pages(console, cluster, monkeypatch):
     monkeypatch.setattr(browser, "PAGE_SIZE", 2)
     for key in ("a/1", "a/2", "b", "c", "d/x/y"):
-        assert upload(console, key.encode(), "f", key=key).status_code == 303
+        assert send_file(console, key.encode(), "f", key=key).status_code == 303
     first = console.get("/console/buckets/book/")
     assert 'href="/console/buckets/book/?prefix=a/"' in first.text and ">b</a>" in first.text
     after = re.search(r'id="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
@@ -209,9 +211,64 @@ def test_browser_navigates_prefixes_and_pages(console, cluster, monkeypatch):
 
 
 def test_delete_removes_the_object_from_the_listing(console, cluster):
-    assert upload(console, b"bye", "bye.txt").status_code == 303
+    assert send_file(console, b"bye", "bye.txt").status_code == 303
     response = console.post("/console/buckets/book/delete",
                             data={"key": "bye.txt", "csrf": csrf_of(console)})
     assert response.status_code == 303 and response.location == "/console/buckets/book/"
     assert "bye.txt" not in console.get("/console/buckets/book/").text
     assert console.get("/console/buckets/book/download?key=bye.txt").status_code == 404
+
+
+class _Recorded(io.BytesIO):
+    """A request body that remembers its largest read."""
+
+    largest = 0
+
+    def read(self, size=-1):
+        self.largest = max(self.largest, size if size >= 0 else len(self.getvalue()))
+        return super().read(size)
+
+
+def test_a_form_is_decoded_as_it_arrives_in_bounded_reads():
+    big = b"y" * (8 * upload.READ_SIZE)
+    body = _Recorded(b"--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nt\r\n"
+                     b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n"
+                     b"\r\n" + big + b"\r\n--b--\r\n")
+    events = iter(upload.FormStream(body, b"b"))
+    fields, file = upload._fields_then_file(events)
+    assert fields == {"csrf": "t"} and file.filename == "f"
+    chunks = upload._file_chunks(events)
+    first = next(chunks)
+    assert body.tell() <= 2 * upload.READ_SIZE          # the file flows before it is all read
+    assert first + b"".join(chunks) == big and body.largest == upload.READ_SIZE
+
+
+def test_empty_files_and_removing_one_version(console, cluster):
+    assert send_file(console, b"", "empty").status_code == 303
+    assert console.get("/console/buckets/book/download?key=empty").data == b""
+    assert send_file(console, b"two", "empty").status_code == 303
+    info = inspect.object_info(cluster.api, "book", "empty")
+    older = info["versions"][1]["version_id"]
+    page = console.get("/console/buckets/book/object", query_string={"key": "empty"}).text
+    assert page.count("(latest)") == 1 and older in page
+    response = console.post("/console/buckets/book/delete", data={
+        "key": "empty", "version": older, "csrf": csrf_of(console)})
+    assert response.status_code == 303
+    assert [v["size"] for v in inspect.object_info(cluster.api, "book", "empty")["versions"]] \
+        == [3]
+
+
+def test_a_multipart_objects_page_shows_the_shards_of_each_part(console, cluster, monkeypatch):
+    monkeypatch.setattr(cluster.api.multipart, "min_part_size", 1)
+    created = cluster.api.multipart.create("book", "joined")
+    parts = [cluster.api.multipart.upload_part(created.upload_id, n, iter([data]), Expect())
+             for n, data in ((1, b"first part "), (2, b"second part"))]
+    cluster.api.multipart.complete(created.upload_id,
+                                   [Requested(p.number, p.etag) for p in parts])
+    page = console.get("/console/buckets/book/object?key=joined").text
+    for number in (1, 2):
+        table = page.split(f'id="shards-part-{number}"')[1].split("</table>")[0]
+        assert table.count('class="shard shard-ok"') == 6
+    assert 'id="health" class="shard-ok"' in page
+    assert console.get("/console/buckets/book/download?key=joined").data == \
+        b"first part second part"
