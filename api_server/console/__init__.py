@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, current_app, g, redirect, render_template, r
 from api_server import errors as book_errors
 from api_server.console import session
 from lib import errors
+from lib.webapp import error_answer
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,8 @@ def error_page(status: int, message: str):
 
 @bp.errorhandler(errors.ObjectStoreError)
 def _store_error(exc: Exception):
-    status = next((book_errors.STATUS[cls] for cls in type(exc).__mro__
-                   if cls in book_errors.STATUS), 500)
-    (log.warning if status >= 500 else log.info)("console %s: %s", status, exc)
-    return error_page(status, str(exc))
+    status, _, text = error_answer(exc, book_errors.STATUS)
+    return error_page(status, text.strip())
 
 
 def install(app: Flask) -> None:

@@ -76,15 +76,14 @@ def download(bucket: str):
     head = next(body, b"")
 
     def chunks():
-        try:
-            if head:
-                yield head
-            yield from body
-        finally:
-            body.close()
+        if head:
+            yield head
+        yield from body
 
-    return Response(chunks(), headers=headers, mimetype="application/octet-stream",
-                    direct_passthrough=True)
+    response = Response(chunks(), headers=headers, mimetype="application/octet-stream",
+                        direct_passthrough=True)
+    response.call_on_close(body.close)       # also when the body is never iterated (HEAD)
+    return response
 
 
 @bp.post("/buckets/<bucket>/delete")
