@@ -108,7 +108,7 @@ def upload(bucket: str):
         return error_page(403, "the form's CSRF token is missing or wrong: reload the page")
     if file is None or not file.filename:
         return error_page(400, "choose a file to upload")
-    key = fields.get("key") or fields.get("prefix", "") + _basename(file.filename)
+    key = fields.get("prefix", "") + (fields.get("name") or _basename(file.filename))
     content_type = file.headers.get("Content-Type", "")
     version = api().layer.put(bucket, key, _file_chunks(events), Expect(),
                               meta=ObjectMeta(content_type=content_type))

@@ -145,7 +145,7 @@ def test_upload_streams_into_the_layer_and_download_gives_the_bytes_back(console
 
 def test_hostile_keys_are_escaped_everywhere(console, cluster):
     data = "<html><script>alert(1)</script></html>".encode()
-    assert send_file(console, data, "x.html", key=HOSTILE_KEY).status_code == 303
+    assert send_file(console, data, "x.html", name=HOSTILE_KEY).status_code == 303
     folder = HOSTILE_KEY.rsplit("/", 1)[0] + "/"          # "</script>" holds a delimiter
     for path, query in (("/console/buckets/book/", {"prefix": folder}),
                         ("/console/buckets/book/object", {"key": HOSTILE_KEY})):
@@ -199,7 +199,7 @@ def test_a_form_cut_short_stores_nothing(console, cluster):
 def test_browser_navigates_prefixes_and_pages(console, cluster, monkeypatch):
     monkeypatch.setattr(browser, "PAGE_SIZE", 2)
     for key in ("a/1", "a/2", "b", "c", "d/x/y"):
-        assert send_file(console, key.encode(), "f", key=key).status_code == 303
+        assert send_file(console, key.encode(), "f", name=key).status_code == 303
     first = console.get("/console/buckets/book/")
     assert 'href="/console/buckets/book/?prefix=a/"' in first.text and ">b</a>" in first.text
     after = re.search(r'id="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
