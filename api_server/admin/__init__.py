@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/api/v1")
 
 #: Modules under ``api_server/admin/`` that add routes to :data:`bp`.
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("objects", "openapi")
 
 
 class AdminError(Exception):
@@ -43,12 +43,14 @@ def error_response(status: int, code: str, message: str):
 
 
 PREFIX = "/api/v1/"
+#: Paths under PREFIX that need no credentials (api_server/admin/openapi.py says why).
+OPEN_PATHS = frozenset({PREFIX + "openapi.json"})
 
 
 def _require_admin():
     """Runs before routing resolves anything under /api/v1/: an unknown path needs the
     token too, so strangers learn nothing about which routes exist."""
-    if not request.path.startswith(PREFIX):
+    if not request.path.startswith(PREFIX) or request.path in OPEN_PATHS:
         return None
     denied = check_admin(current_app.extensions["tessera.api"].config, request.headers)
     if denied is not None:

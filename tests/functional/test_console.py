@@ -1,5 +1,5 @@
-"""The web console in process: real data servers in threads (the inspect tests' cluster), a
-real SQLite store.  Pages render, keys are escaped, the session and CSRF gates refuse, and
+"""The web console in process: real data servers in threads (tests/functional/inproc_cluster.py),
+a real SQLite store.  Pages render, keys are escaped, the session and CSRF gates refuse, and
 uploads and downloads carry the bytes exactly."""
 from __future__ import annotations
 
@@ -15,17 +15,15 @@ from lib.config import Config
 from lib.objects import Expect, Requested
 from lib.rabbitmq import Bus
 from lib.rs.params import BLOCK_SIZE
-from tests.functional.test_admin_inspect import TOKEN, Cluster
+from tests.functional.inproc_cluster import TOKEN
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 HOSTILE_KEY = 'dir/<script>alert("x")</script> \'é&ü\u202e.txt'
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    running = Cluster(tmp_path)
-    yield running
-    running.close()
+def cluster(admin_cluster):
+    return admin_cluster
 
 
 def login(client, token: str = TOKEN):
