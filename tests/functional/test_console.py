@@ -10,7 +10,8 @@ import pytest
 
 import api_server
 from api_server.admin import inspect
-from api_server.console import browser, session, upload
+from api_server import formdata
+from api_server.console import browser, session
 from lib.config import Config
 from lib.objects import Expect, Requested
 from lib.rabbitmq import Bus
@@ -228,17 +229,17 @@ class _Recorded(io.BytesIO):
 
 
 def test_a_form_is_decoded_as_it_arrives_in_bounded_reads():
-    big = b"y" * (8 * upload.READ_SIZE)
+    big = b"y" * (8 * formdata.READ_SIZE)
     body = _Recorded(b"--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nt\r\n"
                      b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n"
                      b"\r\n" + big + b"\r\n--b--\r\n")
-    events = iter(upload.FormStream(body, b"b"))
-    fields, file = upload._fields_then_file(events)
+    events = iter(formdata.FormStream(body, b"b"))
+    fields, file = formdata.fields_then_file(events)
     assert fields == {"csrf": "t"} and file.filename == "f"
-    chunks = upload._file_chunks(events)
+    chunks = formdata.file_chunks(events)
     first = next(chunks)
-    assert body.tell() <= 2 * upload.READ_SIZE          # the file flows before it is all read
-    assert first + b"".join(chunks) == big and body.largest == upload.READ_SIZE
+    assert body.tell() <= 2 * formdata.READ_SIZE          # the file flows before it is all read
+    assert first + b"".join(chunks) == big and body.largest == formdata.READ_SIZE
 
 
 def test_empty_files_and_removing_one_version(console, cluster):
