@@ -10,7 +10,6 @@ import pytest
 
 import api_server
 from api_server.admin import inspect
-from api_server import formdata
 from api_server.console import browser, session
 from lib.config import Config
 from lib.objects import Expect, Requested
@@ -216,30 +215,6 @@ def test_delete_removes_the_object_from_the_listing(console, cluster):
     assert response.status_code == 303 and response.location == "/console/buckets/book/"
     assert "bye.txt" not in console.get("/console/buckets/book/").text
     assert console.get("/console/buckets/book/download?key=bye.txt").status_code == 404
-
-
-class _Recorded(io.BytesIO):
-    """A request body that remembers its largest read."""
-
-    largest = 0
-
-    def read(self, size=-1):
-        self.largest = max(self.largest, size if size >= 0 else len(self.getvalue()))
-        return super().read(size)
-
-
-def test_a_form_is_decoded_as_it_arrives_in_bounded_reads():
-    big = b"y" * (8 * formdata.READ_SIZE)
-    body = _Recorded(b"--b\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nt\r\n"
-                     b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n"
-                     b"\r\n" + big + b"\r\n--b--\r\n")
-    events = iter(formdata.FormStream(body, b"b"))
-    fields, file = formdata.fields_then_file(events)
-    assert fields == {"csrf": "t"} and file.filename == "f"
-    chunks = formdata.file_chunks(events)
-    first = next(chunks)
-    assert body.tell() <= 2 * formdata.READ_SIZE          # the file flows before it is all read
-    assert first + b"".join(chunks) == big and body.largest == formdata.READ_SIZE
 
 
 def test_empty_files_and_removing_one_version(console, cluster):
