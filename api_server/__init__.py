@@ -17,8 +17,8 @@ import logging
 
 from flask import Flask, jsonify
 
-from api_server import admin, errors, locate, objects, uploads, versions
 from api_server import console
+from api_server import admin, errors, locate, objects, uploads, versions
 from lib.config import Config
 from lib.locator import Locator
 from lib.membership import track_data_servers
