@@ -117,6 +117,7 @@ def test_cluster_page_shows_live_and_down_data_servers(console, cluster):
     assert page.status_code == 200
     assert page.text.count('data-state="live"') == len(cluster.addresses)
     assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
     down = cluster.addresses[0]
     cluster.kill(down)
     page = console.get("/console/cluster").text
