@@ -100,6 +100,7 @@ def test_console_in_a_real_browser(make_cluster, browser, tmp_path, record_prope
     _find(browser, "a[href*='prefix=console']").click()
     link = wait_for(lambda: [a for a in browser.find_elements(By.CSS_SELECTOR, "a.key")
                              if a.text == source.name], PAGE_TIMEOUT)[0]
+    screenshot("listing")
     link.click()
     assert _find(browser, "#key").text == source.name
     rows = browser.find_elements(By.CSS_SELECTOR, "#shards tr.shard")
