@@ -60,6 +60,21 @@ def objects_page(bucket: str):
                            parent=parent_prefix(prefix))
 
 
+@bp.get("/buckets/<bucket>/search")
+def search_page(bucket: str):
+    """Current keys of the bucket containing ``q`` (the metadata's key index, not a walk)."""
+    api().layer.bucket(bucket)
+    q = request.args.get("q", "")
+    found, more = [], None
+    if q:
+        try:
+            found, more = api().metadata.search_keys(bucket, q, PAGE_SIZE,
+                                                     request.args.get("after") or None)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+    return render_template("console/search.html", bucket=bucket, q=q, found=found, more=more)
+
+
 @bp.get("/buckets/<bucket>/download")
 def download(bucket: str):
     """The object's bytes as an attachment, streamed; an unreadable object is an error page

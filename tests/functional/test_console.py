@@ -247,3 +247,18 @@ def test_a_multipart_objects_page_shows_the_shards_of_each_part(console, cluster
     assert 'id="health" class="shard-ok"' in page
     assert console.get("/console/buckets/book/download?key=joined").data == \
         b"first part second part"
+
+
+def test_search_finds_keys_by_substring_and_escapes_the_query(console, cluster, monkeypatch):
+    monkeypatch.setattr(browser, "PAGE_SIZE", 1)
+    for key in ("logs/2026/app.log", "logs/2025/app.log", "other.txt"):
+        assert send_file(console, b"x", "f", name=key).status_code == 303
+    page = console.get("/console/buckets/book/search", query_string={"q": "app.lo"})
+    assert page.status_code == 200 and page.text.count('class="key"') == 1
+    after = re.search(r'id="next" href="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+    second = console.get(after).text
+    keys = re.findall(r'class="key" href="[^"]+">([^<]+)<', page.text + second)
+    assert sorted(keys) == ["logs/2025/app.log", "logs/2026/app.log"]
+    hostile = console.get("/console/buckets/book/search", query_string={"q": '<i>"x'})
+    assert hostile.status_code == 200 and "&lt;i&gt;&#34;x" in hostile.text
+    assert "<i>" not in hostile.text
