@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
 #: Bytes of form fields accepted before the file of a multipart upload.
 MAX_FIELDS_SIZE = 64 * 1024
+#: Reads of a multipart/form-data body: the decoder buffers about one read.
+FORM_CHUNK = 64 * 1024
 #: Longest search accepted (a key is at most MAX_KEY_BYTES).
 MAX_QUERY = MAX_KEY_BYTES
 #: What ``curl --data-binary`` sends when told nothing: not the object's type.
@@ -147,8 +149,8 @@ def _form_upload(stream) -> tuple[str, str, str, Iterator[bytes]]:
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary:
         raise _bad("multipart/form-data without a boundary")
-    decoder = MultipartDecoder(boundary.encode(), max_form_memory_size=MAX_FIELDS_SIZE)
-    chunks = client_body(stream)
+    decoder = MultipartDecoder(boundary.encode(), max_form_memory_size=4 * FORM_CHUNK)
+    chunks = client_body(stream, FORM_CHUNK)
     fields: dict[str, bytearray] = {}
     current: bytearray | None = None
     seen = 0
