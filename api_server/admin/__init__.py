@@ -1,7 +1,8 @@
 """The management API: JSON under ``/api/v1/`` on the api servers' book listener.
 
 Every route needs admin credentials (``auth``) except the ones a monitor must reach without
-them (``/health``, ``/metrics``, which live outside ``/api/v1/``).  Errors answer as JSON
+them (``/health``, ``/metrics``, which live outside ``/api/v1/``) and the OpenAPI document
+(``OPEN_PATHS``).  Errors answer as JSON
 ``{"error": {"code": ..., "message": ...}}`` with the status the book API's table gives.
 
 Each concern adds its routes to :data:`bp` in a module of its own, listed in
