@@ -18,7 +18,7 @@ from api_server.admin import AdminError, bp, inspect
 from api_server.body import client_body
 from api_server.objects import object_name
 from lib.errors import NoSuchVersion
-from lib.metadata import MAX_KEY_BYTES, ObjectMeta, Version
+from lib.metadata import MAX_KEY_BYTES, SEARCH_MIN, ObjectMeta, Version
 from lib.objects import Expect
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ def search_objects() -> Response:
                                                          _text("cursor") or None)
     except ValueError as exc:
         raise _bad(str(exc)) from None
-    return jsonify(q=q, bucket=bucket, match="substring" if len(q) >= 3 else "prefix",
+    match = "substring" if len(q) >= SEARCH_MIN else "prefix"
+    return jsonify(q=q, bucket=bucket, match=match,
                    objects=[_listed(v) for v in found], next_cursor=next_cursor)
 
 
