@@ -119,6 +119,8 @@ class Config:
     multipart_ttl: float = 7 * 24 * 3600.0
     #: Bearer token of the management API (/api/v1/); empty: that API answers 403.
     admin_token: str = ""
+    #: Bearer token the book API's writes and deletes need; empty: the book API is open.
+    book_api_token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -166,6 +168,7 @@ class Config:
             min_part_size=_int(environ, "S3_MIN_PART_SIZE", cls.min_part_size, minimum=1),
             multipart_ttl=_float(environ, "MULTIPART_TTL", cls.multipart_ttl),
             admin_token=environ.get("ADMIN_TOKEN") or "",
+            book_api_token=environ.get("BOOK_API_TOKEN") or "",
         )
 
     def require_storage_root(self) -> Path:

@@ -51,10 +51,10 @@ def _ask(calls: list) -> list:
 
 # -- data servers --------------------------------------------------------------------------------
 
-def _remember(api: "ApiServer", live: list[str]) -> dict[str, dict[str, Any]]:
+def _remember(api: "ApiServer", seen: list[str]) -> dict[str, dict[str, Any]]:
     """Every data server ever seen, by address (recording the new ones)."""
     known = dict(api.metadata.records(DATA_SERVER_RECORD))
-    for address in live:
+    for address in seen:
         if address not in known:
             known[address] = {"first_seen": time.time()}
             api.metadata.put_record(DATA_SERVER_RECORD, address, known[address])
@@ -66,7 +66,7 @@ def nodes(api: "ApiServer") -> list[dict[str, Any]]:
     None when this api worker never heard it), shards, bytes, disk free (None when down)."""
     live = api.registry.live()
     heard = api.registry.heard()
-    known = _remember(api, live)
+    known = _remember(api, sorted(set(live) | set(heard)))
     answers = dict(zip(live, _ask([lambda a=a: api.client.stats(a) for a in live])))
     found = []
     for address in sorted(known):

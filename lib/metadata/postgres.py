@@ -126,6 +126,8 @@ class PostgresStore(SqlStore):
     name = "postgresql"
     lock_rows = " FOR UPDATE"
     share_rows = " FOR SHARE"
+    #: Whether the key search has its pg_trgm index (found or made at start).
+    trigram = False
 
     def __init__(self, url: str, pool_max: int = POOL_MAX) -> None:
         import psycopg

@@ -1,5 +1,4 @@
-"""api_server/formdata.py: forms decoded as they arrive, in bounded reads, for every upload
-form (the console's and the management API's POST /api/v1/objects)."""
+"""api_server/formdata.py: upload forms decoded as they arrive, in bounded reads."""
 from __future__ import annotations
 
 import io
@@ -8,7 +7,6 @@ import pytest
 
 from api_server import formdata
 from lib.errors import BadRequest, ClientBodyError
-from tests.functional.inproc_cluster import AUTH
 
 
 class _Recorded(io.BytesIO):
@@ -59,13 +57,3 @@ def test_fields_are_bounded_and_utf8():
     latin = _form(("key", None, b"\xe9"), ("file", "f", b""))
     with pytest.raises(BadRequest, match="UTF-8"):
         formdata.fields_then_file(iter(formdata.FormStream(io.BytesIO(latin), b"b")))
-
-
-def test_the_management_api_takes_a_form_larger_than_one_read(admin_cluster):
-    data = bytes(range(256)) * (3 * formdata.READ_SIZE // 256) + b"tail"
-    response = admin_cluster.app.test_client().post(
-        "/api/v1/objects", headers=AUTH, content_type="multipart/form-data",
-        data={"bucket": "book", "key": "by-form", "file": (io.BytesIO(data), "f")})
-    assert response.status_code == 201 and response.json["size"] == len(data)
-    reader = admin_cluster.api.layer.open("book", "by-form")
-    assert b"".join(reader) == data
