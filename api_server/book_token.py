@@ -3,7 +3,8 @@
 The book API is open, as in the book; an operator who must keep strangers from writing sets
 ``BOOK_API_TOKEN`` and clients send ``Authorization: Bearer <token>`` with every PUT, POST,
 PATCH and DELETE (``/objects/``, ``/temp/`` uploads).  Reads stay open.  Checked before any
-byte of the body is read; the management API (``/api/v1/``) has its own credentials.
+byte of the body is read; the management API (``/api/v1/``) and the web console
+(``/console/``) have their own credentials.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import hmac
 from flask import Flask, Response, current_app, request
 
 from api_server.admin import PREFIX
+
+#: Paths under their own credentials (the management API's token, the console's session).
+OWN_CREDENTIALS = (PREFIX, "/console/")
 from api_server.admin.auth import bearer
 
 #: Methods that change something.
@@ -20,7 +24,7 @@ WRITES = frozenset({"PUT", "POST", "PATCH", "DELETE"})
 
 def _require_token() -> Response | None:
     token = current_app.extensions["tessera.api"].config.book_api_token
-    if not token or request.method not in WRITES or request.path.startswith(PREFIX):
+    if not token or request.method not in WRITES or request.path.startswith(OWN_CREDENTIALS):
         return None
     sent = bearer(request.headers)
     if sent is None:

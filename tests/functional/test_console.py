@@ -262,3 +262,18 @@ def test_search_finds_keys_by_substring_and_escapes_the_query(console, cluster, 
     hostile = console.get("/console/buckets/book/search", query_string={"q": '<i>"x'})
     assert hostile.status_code == 200 and "&lt;i&gt;&#34;x" in hostile.text
     assert "<i>" not in hostile.text
+
+
+def test_the_console_writes_under_its_session_when_book_api_token_is_set(tmp_path):
+    config = Config(listen_address="127.0.2.1:1", metadata_db=tmp_path / "md.db",
+                    admin_token=TOKEN, book_api_token="book-secret")
+    app = api_server.create_app(config, bus=Bus(config.rabbitmq_server, "never-started"))
+    try:
+        client = app.test_client()
+        assert login(client).status_code == 303
+        response = client.post("/console/buckets/book/delete",
+                               data={"key": "absent", "csrf": csrf_of(client)})
+        assert response.status_code == 303
+        assert client.delete("/objects/absent").status_code == 401     # the book API: still gated
+    finally:
+        app.extensions["tessera.stop"]()
