@@ -1,8 +1,8 @@
 """The web console: server-rendered HTML at ``/console/`` on the api servers' book listener.
 
 An admin surface over the same collaborators as the management API (``api_server/admin``):
-the cluster page (``cluster``), the bucket and object browser (``browser``), uploads
-(``upload``).  Every page but the login form (``login``) needs a console session
+the cluster page (``cluster``), the bucket and object browser (``browser``: folders, key
+search, an object's page, downloads, deletes), uploads (``upload``).  Every page but the login form (``login``) needs a console session
 (``session``); every form that changes something carries a CSRF token.  Pages are Jinja
 templates with autoescaping on and a Content-Security-Policy that runs no script at all, so a
 key like ``<script>`` is text; downloads are always attachments of type
