@@ -17,7 +17,8 @@ import logging
 
 from flask import Flask, jsonify
 
-from api_server import admin, errors, locate, objects, uploads, versions
+from api_server import console
+from api_server import admin, book_token, errors, locate, objects, uploads, versions
 from lib.config import Config
 from lib.locator import Locator
 from lib.membership import track_data_servers
@@ -108,6 +109,8 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
         app.wsgi_app = ByListener(app.wsgi_app, create_s3_app(api), config.s3_listen_address)
 
     admin.install(app)
+    book_token.install(app)
+    console.install(app)
 
     if start_bus:
         api.bus.start()

@@ -11,7 +11,7 @@ import logging
 
 from flask import Flask, jsonify
 
-from data_server import errors, heartbeat, locate, objects, tails, temp
+from data_server import errors, heartbeat, inspect, locate, objects, tails, temp
 from data_server.fastpath import FastPath
 from data_server.index import ObjectIndex
 from data_server.storage import Storage
@@ -49,6 +49,7 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     app.register_blueprint(objects.bp)
     app.register_blueprint(temp.bp)
     app.register_blueprint(tails.bp)
+    app.register_blueprint(inspect.bp)
     app.wsgi_app = FastPath(node, app.wsgi_app)
 
     @app.get("/health")

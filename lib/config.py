@@ -136,6 +136,8 @@ class Config:
     origin_max_redirects: int = 5
     #: PEM file of certificate authorities HTTPS origins may be signed by, besides the system's.
     origin_ca_file: Path | None = None
+    #: Bearer token the book API's writes and deletes need; empty: the book API is open.
+    book_api_token: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -197,6 +199,7 @@ class Config:
                                       cls.origin_max_redirects),
             origin_ca_file=(Path(environ["ORIGIN_CA_FILE"])
                             if environ.get("ORIGIN_CA_FILE") else None),
+            book_api_token=environ.get("BOOK_API_TOKEN") or "",
         )
 
     def require_storage_root(self) -> Path:

@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
           "  (S3_ACCESS_KEY / S3_SECRET_KEY)")
     print(f"  admin token {cluster.admin_token}  (ADMIN_TOKEN; "
           f"curl -H 'Authorization: Bearer ...' http://{cluster.api[0].address}/api/v1/...)")
+    print(f"  console     http://{cluster.api[0].address}/console/  (log in with the admin token)")
     print(f"Try: curl http://{cluster.api[0].address}/health    Ctrl-C stops everything.",
           flush=True)
     stop = {"now": False}

@@ -20,13 +20,14 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TypeVar
 
-from lib.metadata import MetadataError
-from lib.metadata.sql import SqlStore, Tx
+from lib.metadata import MetadataError, Version
+from lib.metadata.sql import SqlStore, Tx, current_version
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2
+#: 2 -> 3: the trigram index of the key search.
+SCHEMA_VERSION = 3
 #: Connections each process keeps (an api worker's threads share them).
 POOL_MAX = 16
 #: Seconds a request waits for a pooled connection, and the server's statement timeout.
@@ -81,6 +82,12 @@ _SCHEMA = (
         updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, id))""",
 )
 
+#: The key search's index: pg_trgm's GIN operator class answers ILIKE '%q%' without reading
+#: every key (the extension's schema is found at start: it may live outside ours).
+_TRIGRAM_INDEX = ("CREATE INDEX IF NOT EXISTS current_key_trgm ON current "
+                  "USING gin (key {}.gin_trgm_ops)")
+_CURRENT_COLUMNS = "seq, bucket, key, number, created, size, etag"
+
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -119,6 +126,8 @@ class PostgresStore(SqlStore):
     name = "postgresql"
     lock_rows = " FOR UPDATE"
     share_rows = " FOR SHARE"
+    #: Whether the key search has its pg_trgm index (found or made at start).
+    trigram = False
 
     def __init__(self, url: str, pool_max: int = POOL_MAX) -> None:
         import psycopg
@@ -163,8 +172,31 @@ class PostgresStore(SqlStore):
         elif row[0] > SCHEMA_VERSION:
             raise MetadataError(self._say(f"schema {row[0]} is newer than this code's "
                                           f"{SCHEMA_VERSION}"))
+        elif row[0] == 2:
+            tx.run("UPDATE tessera_schema SET version = ?", SCHEMA_VERSION)
+            log.warning("%s", self._say("migrated from schema 2 to 3 (key search index)"))
         elif row[0] < SCHEMA_VERSION:
             raise MetadataError(self._say(f"no migration from schema {row[0]}"))
+        self.trigram = self._ensure_trigram(tx)
+
+    def _ensure_trigram(self, tx: _PgTx) -> bool:
+        """Create pg_trgm (when allowed) and the key search's index; False, logged, when the
+        extension cannot be had: searches then read every current key of their bucket."""
+        found = tx.one("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                       "ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'")
+        if found is None:
+            tx.run("SAVEPOINT trgm")
+            try:
+                tx.run("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+                tx.run("RELEASE SAVEPOINT trgm")
+                found = ("public",)
+            except self._psycopg.Error as exc:
+                tx.run("ROLLBACK TO SAVEPOINT trgm")
+                log.warning("%s", self._say(
+                    f"pg_trgm unavailable ({str(exc).strip()}): key search scans the keys"))
+                return False
+        tx.run(_TRIGRAM_INDEX.format(found[0]))
+        return True
 
     # -- running operations --------------------------------------------------------------------
     def _run(self, op: Callable[[Tx], _T], retry: bool = True) -> _T:
@@ -213,6 +245,25 @@ class PostgresStore(SqlStore):
         if row is None or row[0] != SCHEMA_VERSION:
             raise MetadataError(self._say(f"schema {row}"))
         return f"postgresql:{self._where}/{self._schema}"
+
+    def substring_page(self, bucket: str | None, q: str, limit: int,
+                       after: str | None) -> tuple[list[Version], str | None]:
+        """ILIKE over the trigram index, by (bucket, key)."""
+        start = ("", "")
+        if after is not None:
+            start_bucket, sep, start_key = after.partition("\0")
+            if not sep:
+                raise ValueError(f"not a search cursor: {after!r}")
+            start = (start_bucket, start_key)
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        in_bucket, params = ("AND bucket = ? ", (bucket,)) if bucket is not None else ("", ())
+        rows = self._read(lambda tx: tx.rows(
+            f"SELECT {_CURRENT_COLUMNS} FROM current WHERE key ILIKE ? ESCAPE '\\' "
+            f"{in_bucket}AND (bucket, key) > (?, ?) ORDER BY bucket, key LIMIT ?",
+            pattern, *params, *start, limit + 1))
+        page = [current_version(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return page, f"{page[-1].bucket}\0{page[-1].key}" if more else None
 
     def drop_schema(self) -> None:
         """Remove this store's schema and everything in it (tests, and an operator's reset)."""

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 from lib.errors import (BucketExists, BucketNotEmpty, ContentGone, InvalidPart, NoSuchBucket,
                         NoSuchUpload)
 from lib.metadata import (ENABLED, NULL_VERSION_ID, SUSPENDED, UNVERSIONED, Bucket, Content,
-                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Version,
-                          WriteCondition, check_draft, check_page, check_text,
+                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Usage,
+                          Version, WriteCondition, check_draft, check_page, check_text,
                           decode_version_id, valid_number)
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,9 @@ def _version(row: Sequence, meta: bool = True) -> Version:
         raise MetadataError(f"malformed version row {tuple(row)!r}: {exc}") from None
 
 
-def _current(row: Sequence) -> Version:
+def current_version(row: Sequence) -> Version:
+    """A version from a ``current`` row (``seq, bucket, key, number, created, size, etag``):
+    what listings and searches answer (no hash, no meta)."""
     seq, bucket, key, number, created, size, etag = row
     return Version(bucket=bucket, key=key, seq=int(seq), number=int(number), is_null=False,
                    is_latest=True, delete_marker=False, created=float(created), size=int(size),
@@ -431,7 +433,7 @@ class SqlStore(MetadataStore):
         sql = (f"SELECT {_CURRENT} FROM current WHERE bucket = ? AND key {'>=' if inclusive else '>'} ?"
                + (" AND key < ?" if end is not None else "") + " ORDER BY key LIMIT ?")
         params = (bucket, start) + ((end,) if end is not None else ()) + (limit,)
-        return [_current(r) for r in self._read(lambda tx: tx.rows(sql, *params))]
+        return [current_version(r) for r in self._read(lambda tx: tx.rows(sql, *params))]
 
     def versions_page(self, bucket: str, key: str, below_seq: int | None, end: str | None,
                       limit: int) -> list[Version]:
@@ -657,3 +659,16 @@ class SqlStore(MetadataStore):
     def delete_record(self, kind: str, id: str) -> bool:
         return bool(self._write(lambda tx: tx.run(
             "DELETE FROM records WHERE kind = ? AND id = ?", kind, id)))
+
+    # -- operations ------------------------------------------------------------------------------
+    def usage(self) -> Usage:
+        def op(tx: Tx) -> Usage:
+            (buckets,) = tx.one("SELECT COUNT(*) FROM buckets")
+            (objects,) = tx.one("SELECT COUNT(*) FROM current")
+            versions, logical = tx.one(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN delete_marker = 0 THEN size END), 0) "
+                "FROM versions")
+            (content,) = tx.one("SELECT COALESCE(SUM(size), 0) FROM contents WHERE refs > 0")
+            return Usage(int(buckets), int(objects), int(versions), int(logical), int(content))
+
+        return self._read(op)
