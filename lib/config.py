@@ -119,6 +119,10 @@ class Config:
     multipart_ttl: float = 7 * 24 * 3600.0
     #: Bearer token of the management API (/api/v1/); empty: that API answers 403.
     admin_token: str = ""
+    #: Fanout exchange carrying fault rules and injected-fault events (tests use their own).
+    faults_exchange: str = "faults"
+    #: Seconds between an api worker's re-reads and broadcasts of the fault rules.
+    faults_sync_interval: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -166,6 +170,9 @@ class Config:
             min_part_size=_int(environ, "S3_MIN_PART_SIZE", cls.min_part_size, minimum=1),
             multipart_ttl=_float(environ, "MULTIPART_TTL", cls.multipart_ttl),
             admin_token=environ.get("ADMIN_TOKEN") or "",
+            faults_exchange=environ.get("FAULTS_EXCHANGE") or cls.faults_exchange,
+            faults_sync_interval=_float(environ, "FAULTS_SYNC_INTERVAL",
+                                        cls.faults_sync_interval),
         )
 
     def require_storage_root(self) -> Path:
