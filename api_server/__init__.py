@@ -18,6 +18,7 @@ import logging
 from flask import Flask, jsonify
 
 from api_server import admin, errors, locate, objects, uploads, versions
+from api_server.faults import ApiFaults, wrap_book
 from lib.config import Config
 from lib.locator import Locator
 from lib.membership import track_data_servers
@@ -48,6 +49,7 @@ class ApiServer:
     bus: Bus
     repairs: Repairs
     tasks: TaskPublisher | None = None
+    faults: ApiFaults | None = None
 
     def publish_stored(self, version: Version) -> None:
         """Queue the "object stored" event (best effort: an unreachable broker is logged,
@@ -65,10 +67,14 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
     """The api worker's collaborators, wired (the bus not started)."""
     metadata = metadata or open_store(config)
     metadata.ensure_bucket(config.book_bucket, versioning=ENABLED)
+    faults = ApiFaults(config, metadata)
+    metadata = faults.wrap_metadata(metadata)
     registry = registry or DataServerRegistry(config.server_ttl)
     bus = bus or Bus(config.rabbitmq_server, f"api-{config.listen_address}",
-                     exchanges=(config.api_exchange, config.data_exchange))
+                     exchanges=(config.api_exchange, config.data_exchange,
+                                config.faults_exchange))
     track_data_servers(bus, config, registry)
+    faults.attach(bus, config)
     locator = Locator(bus, config, registry)
     client = client or DataServerClient(config.http_timeout)
     tasks = TaskPublisher(bus, TaskQueues.from_config(config),
@@ -77,7 +83,7 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
     contents = ErasureContentStore(config, client, registry, locator, repairs)
     layer = ObjectLayer(metadata, contents)
     api = ApiServer(config, layer, Multipart(layer, config.min_part_size), metadata, registry,
-                    locator, client, bus, repairs, tasks)
+                    locator, client, bus, repairs, tasks, faults)
     layer.on_stored = api.publish_stored
     return api
 
@@ -100,10 +106,14 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
                        data_servers=len(api.registry.live()), metadata=api.metadata.check(),
                        rabbitmq=api.bus.connected.is_set())
 
+    app.wsgi_app = wrap_book(app.wsgi_app, api.faults)
     if config.s3_listen_address:
         from api_server.s3 import ByListener, create_s3_app
+        from api_server.s3.faults import wrap as wrap_s3
 
-        app.wsgi_app = ByListener(app.wsgi_app, create_s3_app(api), config.s3_listen_address)
+        app.wsgi_app = ByListener(app.wsgi_app, wrap_s3(create_s3_app(api), api.faults.engine,
+                                                        config.s3_domain),
+                                  config.s3_listen_address)
 
     admin.install(app)
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/api/v1")
 
 #: Modules under ``api_server/admin/`` that add routes to :data:`bp`.
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = ("faults",)
 
 
 class AdminError(Exception):
