@@ -284,3 +284,45 @@ def test_paused_heartbeats_drop_a_data_server_until_the_rule_goes(make_cluster):
     assert admin.injected(rule["id"]) > 0
     admin.clear()
     wait_for(lambda: requests.get(health, timeout=5).json()["data_servers"] == 6, timeout=20)
+
+
+def test_dropped_and_truncated_answers_on_the_book_api(make_cluster):
+    cluster = make_cluster()
+    client, admin = Client(cluster), Admin(cluster)
+    data = os.urandom(200_000)
+    assert client.put("whole", data, sha256_b64(data)).status_code == 200
+    admin.post({"service": "api", "node": cluster.api[0].address,
+                "match": {"method": "GET", "path": "^/objects/whole$"},
+                "conditions": [{"type": "header", "name": "X-Fault", "value": "drop"}],
+                "action": {"type": "drop", "when": "before_head"}})
+    admin.post({"service": "api", "node": cluster.api[0].address,
+                "match": {"method": "GET", "path": "^/objects/whole$"},
+                "conditions": [{"type": "header", "name": "X-Fault", "value": "cut"}],
+                "action": {"type": "truncate", "bytes": 1000}})
+    with pytest.raises(requests.ConnectionError):
+        requests.get(client.url("whole"), headers={"X-Fault": "drop"}, timeout=10)
+    with pytest.raises((requests.exceptions.ChunkedEncodingError,
+                        requests.exceptions.ConnectionError)):
+        requests.get(client.url("whole"), headers={"X-Fault": "cut"}, timeout=10).content
+    assert client.get("whole").content == data                  # no header: untouched
+    assert requests.get(client.url("whole", i=1), headers={"X-Fault": "drop"},
+                        timeout=10).content == data             # another node: untouched
+    ran = admin.get("stats")["by_action"]
+    assert ran["drop"] >= 1 and ran["truncate"] >= 1
+
+
+def test_paused_locate_answers_are_read_around(make_cluster):
+    cluster = make_cluster()
+    client, admin = Client(cluster), Admin(cluster)
+    stored = store_objects(client, 4)
+    rule = admin.post({"service": "broker", "node": cluster.data[0].address,
+                       "action": {"type": "pause_locate"}})
+    for node in cluster.api:                   # new workers know no locations: they locate
+        cluster.stop_node(node)
+        cluster.start_node(node)
+    cluster.wait_ready()
+    for i in (0, 1):
+        read_back(client, stored, i)
+    assert Admin(cluster).injected(rule["id"]) > 0
+    Admin(cluster).clear()
+    read_back(client, stored)
