@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="task workers (python -m scripts.worker) (default: %(default)s)")
     parser.add_argument("--exchange-suffix", default="",
-                        help="appended to the exchange names apiServers/dataServers, to run "
+                        help="appended to the exchange names apiServers/dataServers/faults, "
+                             "to run "
                              "beside another cluster on the same broker")
     args = parser.parse_args(argv)
     cluster = Cluster(Path(args.root), port=args.port, data_servers=args.data_servers,
