@@ -315,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="task workers (python -m scripts.worker) (default: %(default)s)")
     parser.add_argument("--exchange-suffix", default="",
                         help="appended to the exchange names apiServers/dataServers/faults, "
-                             "to run "
-                             "beside another cluster on the same broker")
+                             "to run beside another cluster on the same broker")
     args = parser.parse_args(argv)
     cluster = Cluster(Path(args.root), port=args.port, data_servers=args.data_servers,
                       api_servers=args.api_servers, workers=args.workers,
