@@ -2,6 +2,7 @@
 engine's hooks and budgets, and the WSGI actions."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -220,3 +221,90 @@ def test_truncate_and_drop_cut_the_connection():
     middleware, _ = _middleware({"type": "drop", "when": "before_head"})
     with pytest.raises(ConnectionDropped):
         _call(middleware)
+
+
+# -- metadata hook and the faults exchange ---------------------------------------------------
+
+class _Store:
+    def version(self, bucket, key):
+        return ("version", bucket, key)
+
+    def records(self, kind):
+        return []
+
+
+def test_faulty_metadata_fails_or_passes_calls():
+    from lib.faults.metadata import FaultyMetadata
+    from lib.metadata import MetadataError
+
+    engine, events = _engine(hooks=("metadata",))
+    store = _Store()
+    faulty = FaultyMetadata(store, engine)
+    assert faulty.version == store.version                     # no rule: the real method
+    engine.install([parse_rule({"service": "metadata", "match": {"operation": "vers*"},
+                                "action": {"type": "fail", "message": "down"}})])
+    with pytest.raises(MetadataError, match="down"):
+        faulty.version("b", "k")
+    assert faulty.records("fault-rule") == []                  # rule storage: never faulted
+    assert [e["operation"] for e in events] == ["version"]
+
+
+class _Bus:
+    def __init__(self):
+        self.sent, self.handlers, self.connect, self.timers = [], [], [], []
+
+    def subscribe(self, exchange, handler):
+        self.handlers.append(handler)
+
+    def every(self, interval, callback):
+        self.timers.append(callback)
+
+    def on_connect(self, callback):
+        self.connect.append(callback)
+
+    def publish(self, exchange, key, body, **kw):
+        self.sent.append(json.loads(body))
+        return True
+
+    def deliver(self, message: dict):
+        from lib.rabbitmq import Message
+        for handler in self.handlers:
+            handler(Message(json.dumps(message).encode(), None, None))
+
+
+def test_data_server_sync_asks_installs_and_reports():
+    from lib.config import Config
+    from lib.faults.sync import FaultSync
+
+    bus, engine = _Bus(), _engine()[0]
+    FaultSync(bus, Config(), engine)
+    for callback in bus.connect:
+        callback()
+    assert bus.sent == [{"Sync": True}]
+    rule = parse_rule({"id": "r", "service": "data", "action": {"type": "corrupt"}})
+    bus.deliver({"Rules": [rule.to_json()], "Revision": 2.0})
+    assert [r.id for r in engine.data] == ["r"]
+    bus.deliver({"Rules": [], "Revision": 1.0})                # an older broadcast
+    assert [r.id for r in engine.data] == ["r"]
+    engine.hit("data", engine.data, Probe(path="/objects/x"))
+    assert bus.sent[-1]["Event"]["rule"] == "r"
+
+
+def test_api_sync_stores_broadcasts_and_logs_events(tmp_path):
+    from lib.config import Config
+    from lib.faults.sync import FaultSync, RuleStore
+    from lib.metadata.sqlite import SqliteStore
+
+    metadata = SqliteStore(tmp_path / "md.db")
+    store = RuleStore(metadata)
+    bus, engine, events = _Bus(), _engine(hooks=("api",))[0], EventLog()
+    sync = FaultSync(bus, Config(), engine, store, events)
+    store.put(parse_rule({"id": "a", "service": "api", "action": {"type": "corrupt"}}))
+    bus.deliver({"Sync": True})
+    assert bus.sent[-1]["Rules"][0]["id"] == "a" and [r.id for r in engine.api] == ["a"]
+    store.delete("a")
+    sync.broadcast()
+    assert bus.sent[-1]["Rules"] == [] and engine.api == ()
+    bus.deliver({"Event": {"rule": "a", "action": "corrupt", "process": "p"}})
+    assert events.stats()["rules"]["a"]["injected"] == 1
+    metadata.close()
