@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from data_server.storage import ShardName
 from lib.config import Config
 from lib.errors import BadRequest
 from lib.faults.engine import FaultEngine
@@ -40,8 +41,6 @@ def paused(engine: FaultEngine, hook: str) -> bool:
 
 def wrap(app, node, engine: FaultEngine) -> FaultMiddleware:
     def damage(rule: Rule, probe: Probe) -> None:
-        from data_server.storage import ShardName
-
         if not probe.path.startswith(_OBJECTS):
             return
         try:
