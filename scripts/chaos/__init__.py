@@ -143,8 +143,9 @@ def _load(apis: list[Api], tally: Tally, sizes: list[int], read_ratio: float,
         api = rng.choice(apis)
         with tally.lock:
             known = list(tally.acknowledged[-200:])
+        reading = bool(known) and rng.random() < read_ratio
         try:
-            if known and rng.random() < read_ratio:
+            if reading:
                 write = rng.choice(known)
                 status, got = api.get(write.name)
                 with tally.lock:
@@ -163,7 +164,7 @@ def _load(apis: list[Api], tally: Tally, sizes: list[int], read_ratio: float,
                     tally.acknowledged.append(write)
         except (OSError, http.client.HTTPException) as exc:
             with tally.lock:
-                (tally.gets if known else tally.puts)[type(exc).__name__] += 1
+                (tally.gets if reading else tally.puts)[type(exc).__name__] += 1
             stop.wait(0.05)
 
 
