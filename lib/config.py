@@ -138,6 +138,10 @@ class Config:
     origin_ca_file: Path | None = None
     #: Bearer token the book API's writes and deletes need; empty: the book API is open.
     book_api_token: str = ""
+    #: Fanout exchange carrying fault rules and injected-fault events (tests use their own).
+    faults_exchange: str = "faults"
+    #: Seconds between an api worker's re-reads and broadcasts of the fault rules.
+    faults_sync_interval: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -200,6 +204,9 @@ class Config:
             origin_ca_file=(Path(environ["ORIGIN_CA_FILE"])
                             if environ.get("ORIGIN_CA_FILE") else None),
             book_api_token=environ.get("BOOK_API_TOKEN") or "",
+            faults_exchange=environ.get("FAULTS_EXCHANGE") or cls.faults_exchange,
+            faults_sync_interval=_float(environ, "FAULTS_SYNC_INTERVAL",
+                                        cls.faults_sync_interval),
         )
 
     def require_storage_root(self) -> Path:

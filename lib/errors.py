@@ -173,11 +173,16 @@ class ContentGone(ObjectStoreError):
 
 
 class DataServerError(ObjectStoreError):
-    """A data server failed or answered something unexpected."""
+    """A data server failed or answered something unexpected.
 
-    def __init__(self, message: str, address: str):
+    ``status`` is the HTTP status it answered with, None when it gave no answer (refused
+    or broke the connection, timed out, sent something that is not HTTP).
+    """
+
+    def __init__(self, message: str, address: str, status: int | None = None):
         super().__init__(f"{address}: {message}")
         self.address = address
+        self.status = status
 
 
 class Refused(DataServerError):

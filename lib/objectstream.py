@@ -103,7 +103,7 @@ class DataServerClient:
         if response.status == 404:
             raise ObjectNotFound(f"{address}: {what}: 404 {text}")
         error = Refused if 400 <= response.status < 500 else DataServerError
-        raise error(f"{what}: {response.status} {text}", address)
+        raise error(f"{what}: {response.status} {text}", address, response.status)
 
     def _outcome(self, call: tuple, response: Response | Exception, stream: bool,
                  then: Callable[[Response], object]):

@@ -1,8 +1,8 @@
 """DataServerRegistry: which data servers are alive, as heartbeats and failures tell.
 
 A server is live from its latest heartbeat until ``ttl`` seconds of silence (the book's 10 s),
-until it announces its departure, or until a request to it fails (``forget``): then it is
-skipped at once (BOOK W3) and re-admitted by its next heartbeat.
+until it announces its departure, or until a shard upload to it gets no answer (``forget``):
+then it is skipped at once (BOOK W3) and re-admitted by its next heartbeat.
 """
 from __future__ import annotations
 

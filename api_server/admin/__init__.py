@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("admin", __name__, url_prefix="/api/v1")
 
 #: Modules under ``api_server/admin/`` that add routes to :data:`bp`.
-MODULES: tuple[str, ...] = ("objects", "openapi", "origin")
+MODULES: tuple[str, ...] = ("faults", "objects", "openapi", "origin")
 
 
 class AdminError(Exception):
