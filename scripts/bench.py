@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -97,15 +98,16 @@ groups (--only, comma-separated; each group runs in this order, on the same clus
                           with --peer moto also moto_put/get_*, against the same boto3 code
   list                    list_keys / list_prefixes: one ListObjectsV2 page of 1,000 keys and
                           one of 1,000 CommonPrefixes (delimiter /), one client, in a bucket
-                          of --list-keys keys written straight to the metadata
+                          of --list-keys keys written straight to the metadata; a presigned
+                          URL fetched raw (boto3's XML parsing is not timed)
   multipart               mp_book_put (book large PUT), mp_single_put (S3 PutObject),
                           mp_multipart_put (parts of --part-mib, 8 at once), GETs of the
                           single and multipart objects, and mp_complete: the latency of
                           CompleteMultipartUpload of --complete-parts 1 KiB parts alone
   pg                      a second cluster on PostgreSQL (127.0.0.1:5432, database test, a
-                          schema of its own, dropped at the end): sqlite_ / pg_small_put,
-                          small_get, list_keys, list_prefixes, each on the SQLite cluster and
-                          then on the PostgreSQL one
+                          schema of its own, dropped at the end): sqlite_ / pg_small_put and
+                          small_get (3 turns on each, alternating, after an untimed
+                          second), list_keys, list_prefixes
   cond                    cond_book_put / _none_match / _match and cond_s3_*: plain {SMALL_SIZE} B
                           PUTs, If-None-Match: * PUTs of new keys, If-Match read-modify-write
                           PUTs of one key per client, through both APIs
@@ -216,8 +218,11 @@ class Client:
         return size
 
     def get_json(self, path: str) -> dict:
+        return json.loads(self.get_body(path))
+
+    def get_body(self, path: str) -> bytes:
         self._conn.request("GET", path)
-        return json.loads(self._read(self._conn.getresponse(), f"GET {path}"))
+        return self._read(self._conn.getresponse(), f"GET {path}")
 
     def close(self) -> None:
         self._conn.close()
@@ -643,6 +648,8 @@ META_LIST_BUCKET = "bench-meta-list"
 #: Keys (and prefixes) one listing page returns, as S3's default max-keys.
 PAGE = 1000
 PEER_HOST = "127.0.3.2"
+#: Turns each store takes in the pg group's PUT and GET workloads.
+PG_ROUNDS = 3
 
 
 def s3_client(address: str, access_key: str = Config.s3_access_key,
@@ -656,7 +663,8 @@ def s3_client(address: str, access_key: str = Config.s3_access_key,
         "s3", endpoint_url=f"http://{address}", aws_access_key_id=access_key,
         aws_secret_access_key=secret_key, region_name="us-east-1",
         config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-                          max_pool_connections=1, connect_timeout=10, read_timeout=120))
+                          signature_version="s3v4", max_pool_connections=1, connect_timeout=10,
+                          read_timeout=120))
 
 
 def payload(size: int) -> bytes:
@@ -883,25 +891,28 @@ class GroupBench:
                     [f"fill/{i:07d}" for i in range(total - 2 * page)],
                     self.reference, SMALL_SIZE, self.reference_md5)
 
-        def keys_page(_c: Client, _w: int, _i: int) -> None:
-            found = target.client(0).list_objects_v2(Bucket=bucket, Prefix="keys/",
-                                                     MaxKeys=PAGE)
-            if found["KeyCount"] != page:
-                raise RuntimeError(f"keys page has {found['KeyCount']} keys, not {page}")
+        def page_op(element: bytes, **params: str) -> Op:
+            """GET a presigned ListObjectsV2 URL on the bench's own connection: the time of
+            the server and the wire, without boto3's parsing of the XML (which takes as long
+            again for 1,000 keys); the page must hold ``page`` of ``element``."""
+            url = urllib.parse.urlsplit(target.client(0).generate_presigned_url(
+                "list_objects_v2", ExpiresIn=3600,
+                Params={"Bucket": bucket, "MaxKeys": PAGE, **params}))
 
-        def prefixes_page(_c: Client, _w: int, _i: int) -> None:
-            found = target.client(0).list_objects_v2(Bucket=bucket, Prefix="dirs/",
-                                                     Delimiter="/", MaxKeys=PAGE)
-            if len(found.get("CommonPrefixes", ())) != page:
-                raise RuntimeError(f"prefix page has {len(found.get('CommonPrefixes', ()))} "
-                                   f"prefixes, not {page}")
+            def op(client: Client, _w: int, _i: int) -> None:
+                found = client.get_body(f"{url.path}?{url.query}").count(element)
+                if found != page:
+                    raise RuntimeError(f"page of {params} has {found} {element!r}, not {page}")
+            return op
 
         count, label = self.args.samples, tag.replace("_", " ")
         self.bench.measure(f"{tag}list_keys", f"{label}list {page:,} keys", target.address,
-                           keys_page, 0, compare and f"{compare}list_keys", count=count)
+                           page_op(b"<Key>", Prefix="keys/"), 0,
+                           compare and f"{compare}list_keys", count=count)
         self.bench.measure(f"{tag}list_prefixes", f"{label}list {page:,} prefixes",
-                           target.address, prefixes_page, 0, compare and f"{compare}list_prefixes",
-                           count=count)
+                           target.address,
+                           page_op(b"<CommonPrefixes>", Prefix="dirs/", Delimiter="/"), 0,
+                           compare and f"{compare}list_prefixes", count=count)
 
     # -- multipart ----------------------------------------------------------------------------
     def multipart_workloads(self) -> None:
@@ -1029,26 +1040,26 @@ class GroupBench:
             with running_cluster(free_port(DATA_SERVERS, 1), args.keep_root, env) as pg:
                 stores = (("sqlite", bench.cluster, Config(metadata_db=bench.cluster.metadata_db)),
                           ("pg", pg, Config(metadata_url=url)))
-                names: dict[str, list[list[str]]] = {}
-                for tag, cluster, _ in stores:
-                    names[tag] = [[] for _ in range(args.clients)]
+                names: dict[str, list[list[str]]] = {tag: [[] for _ in range(args.clients)]
+                                                      for tag, _, _ in stores}
 
-                    def put_path(worker: int, i: int, tag=tag) -> str:
-                        names[tag][worker].append(f"bench/meta/{worker}/{i}")
-                        return f"/objects/{names[tag][worker][-1]}"
+                def put(tag: str) -> Op:
+                    def path(worker: int, _i: int) -> str:
+                        mine = names[tag][worker]
+                        mine.append(f"bench/meta/{worker}/{len(mine)}")
+                        return f"/objects/{mine[-1]}"
+                    return bench.small_put_op(path)
 
-                    bench.measure(f"{tag}_small_put", f"{tag} small PUT",
-                                  cluster.api[0].address, bench.small_put_op(put_path),
-                                  SMALL_SIZE, "sqlite_small_put" if tag == "pg" else None,
-                                  **self.timed())
-                for tag, cluster, _ in stores:
-                    def get(client: Client, worker: int, i: int, tag=tag) -> None:
+                def get(tag: str) -> Op:
+                    def op(client: Client, worker: int, i: int) -> None:
                         mine = names[tag][worker]
                         client.get(f"/objects/{mine[i % len(mine)]}")
+                    return op
 
-                    bench.measure(f"{tag}_small_get", f"{tag} small GET",
-                                  cluster.api[0].address, get, SMALL_SIZE,
-                                  "sqlite_small_get" if tag == "pg" else None, **self.timed())
+                for what, make in (("PUT", put), ("GET", get)):
+                    self._alternate(f"small_{what.lower()}", f"small {what}",
+                                    [(tag, cluster.api[0].address, make(tag))
+                                     for tag, cluster, _ in stores])
                 bench.store_reference(pg.api[0].address)     # what the listed keys point at
                 for tag, cluster, config in stores:
                     target = S3Target(tag, cluster.api[0].env["S3_LISTEN_ADDRESS"])
@@ -1060,6 +1071,27 @@ class GroupBench:
                 drop_pg_schema(url)
             except Exception as exc:
                 progress(f"could not drop the schema of {url}: {exc!r}")
+
+    def _alternate(self, key: str, label: str, sides: list[tuple[str, str, Op]]) -> None:
+        """One workload on each side (tag, address, op): first a second untimed on each
+        (pools fill, statements get prepared), then PG_ROUNDS timed turns each, side after
+        side, so that a noisy neighbour hits both alike; the turns add up to one row each."""
+        clients, turn = self.args.clients, self.args.small_seconds / PG_ROUNDS
+        for _tag, address, op in sides:
+            run_clients(address, op, clients=clients, seconds=min(1.0, turn))
+        progress(f"{label}: {PG_ROUNDS} turns of {turn:.1f} s on each of "
+                 f"{', '.join(tag for tag, _, _ in sides)} ...")
+        taken: dict[str, tuple[list[float], float]] = {tag: ([], 0.0) for tag, _, _ in sides}
+        for _ in range(PG_ROUNDS):
+            for tag, address, op in sides:
+                latencies, elapsed = run_clients(address, op, clients=clients, seconds=turn)
+                taken[tag] = (taken[tag][0] + latencies, taken[tag][1] + elapsed)
+        first = sides[0][0]
+        for tag, _, _ in sides:
+            latencies, elapsed = taken[tag]
+            self.bench.record(f"{tag}_{key}", f"{tag} {label}", latencies, elapsed,
+                              SMALL_SIZE * len(latencies),
+                              f"{first}_{key}" if tag != first else None)
 
     # -- cond: conditional PUTs against plain ones ---------------------------------------------
     def cond_workloads(self) -> None:
