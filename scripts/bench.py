@@ -780,13 +780,29 @@ def _free_tcp_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def fill_bucket(config: Config, bucket: str, keys: Iterable[str], hash_: str, size: int,
-                md5: str) -> None:
+def fill_bucket(config: Config, bucket: str, keys: list[str], hash_: str, size: int,
+                md5: str, threads: int = 8) -> None:
     """Versions of ``keys`` in ``bucket`` written straight to the metadata, all pointing at one
-    stored object (listing costs nothing per byte)."""
+    stored object (listing costs nothing per byte); from several threads, so that SQLite
+    commits them in groups."""
+    errors: list[BaseException] = []
     with open_store(config) as store:
-        for key in keys:
-            store.put_version(Draft(bucket, key, size, hash_, md5, md5=md5, shared=True))
+        def fill(share: list[str]) -> None:
+            try:
+                for key in share:
+                    store.put_version(Draft(bucket, key, size, hash_, md5, md5=md5,
+                                            shared=True))
+            except BaseException as exc:
+                errors.append(exc)
+
+        workers = [threading.Thread(target=fill, args=(keys[i::threads],), daemon=True)
+                   for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    if errors:
+        raise errors[0]
 
 
 def pg_url() -> str:
