@@ -97,16 +97,52 @@ def _dialect(sql: str) -> str:
 
 
 class _PgTx(Tx):
-    def __init__(self, cursor):
-        self._cursor = cursor
+    """Statements on one connection; in a write, the connection is in pipeline mode, so
+    ``later`` and ``send`` wait for nothing and a round trip carries every statement queued
+    since the last one that waited (BEGIN with the first, COMMIT with the last)."""
+
+    def __init__(self, conn, pipeline=None):
+        self._conn = conn
+        self._pipeline = pipeline
+        self._cursor = conn.cursor()
+        self._queued = False                 # statements sent but not yet answered
+
+    def _execute(self, cursor, sql: str, params: tuple) -> None:
+        cursor.execute(_dialect(sql), params)
+        self._queued = self._pipeline is not None
+
+    def _wait(self) -> None:
+        """The answers to everything sent (a cursor's description and count come only
+        with them)."""
+        if self._queued:
+            self._pipeline.sync()
+            self._queued = False
 
     def rows(self, sql: str, *params: object) -> list[tuple]:
-        self._cursor.execute(_dialect(sql), params)
+        self._execute(self._cursor, sql, params)
+        self._wait()
         return self._cursor.fetchall() if self._cursor.description else []
 
     def run(self, sql: str, *params: object) -> int:
-        self._cursor.execute(_dialect(sql), params)
+        self._execute(self._cursor, sql, params)
+        self._wait()
         return self._cursor.rowcount
+
+    def later(self, sql: str, *params: object) -> Callable[[], list[tuple]]:
+        cursor = self._conn.cursor()         # its own: a cursor keeps only its last result
+        self._execute(cursor, sql, params)
+        found: list[list[tuple]] = []
+
+        def rows() -> list[tuple]:
+            if not found:
+                self._wait()
+                found.append(cursor.fetchall() if cursor.description else [])
+            return found[0]
+
+        return rows
+
+    def send(self, sql: str, *params: object) -> None:
+        self._execute(self._cursor, sql, params)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -138,9 +174,12 @@ class PostgresStore(SqlStore):
         where = urllib.parse.urlsplit(conninfo)
         self._where = f"{where.hostname or ''}:{where.port or 5432}{where.path}"
         timeout_ms = int(WAIT_TIMEOUT * 1000)
+        # No check on every checkout (a round trip per operation): a connection found dead
+        # by its first statement makes the pool check the idle ones, and the operation is
+        # tried again (see _run).
         self._pool = ConnectionPool(
             conninfo, min_size=1, max_size=pool_max, timeout=WAIT_TIMEOUT, open=False,
-            check=ConnectionPool.check_connection, name=f"tessera-{self._schema}",
+            name=f"tessera-{self._schema}",
             kwargs={"autocommit": False, "connect_timeout": 5,
                     "application_name": f"tessera:{self._schema}",
                     "options": f"-c search_path={self._schema} "
@@ -199,7 +238,10 @@ class PostgresStore(SqlStore):
         return True
 
     # -- running operations --------------------------------------------------------------------
-    def _run(self, op: Callable[[Tx], _T], retry: bool = True) -> _T:
+    def _run(self, op: Callable[[Tx], _T], retry: bool = True, read: bool = False) -> _T:
+        """Run ``op`` in a transaction of its own; a ``read`` runs each statement on its
+        own (autocommit: no BEGIN and COMMIT round trips), which under READ COMMITTED sees
+        exactly what the same statements in a transaction would."""
         errors = self._psycopg.errors
         attempt = 0
         while True:
@@ -207,10 +249,13 @@ class PostgresStore(SqlStore):
             committing = False
             try:
                 with self._pool.connection() as conn:
-                    with conn.cursor() as cursor:
-                        result = op(_PgTx(cursor))
-                    committing = True
-                    conn.commit()
+                    conn.autocommit = read
+                    if read:
+                        return op(_PgTx(conn))
+                    with conn.pipeline() as pipeline:
+                        result = op(_PgTx(conn, pipeline))
+                        committing = True
+                        conn.commit()
                     return result
             except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
                 if not retry or attempt >= ATTEMPTS:
@@ -222,6 +267,7 @@ class PostgresStore(SqlStore):
                 if committing or not retry or attempt >= 2:
                     raise MetadataError(self._say(str(exc).strip())) from exc
                 log.warning("%s", self._say(f"connection lost, retrying: {exc}"))
+                self._pool.check()           # drop the other dead ones before the retry
             except self._psycopg.Error as exc:
                 raise MetadataError(self._say(str(exc).strip())) from exc
             except Exception as exc:
@@ -230,7 +276,7 @@ class PostgresStore(SqlStore):
                 raise
 
     def _read(self, op: Callable[[Tx], _T]) -> _T:
-        return self._run(op)
+        return self._run(op, read=True)
 
     def _write(self, op: Callable[[Tx], _T]) -> _T:
         return self._run(op)
