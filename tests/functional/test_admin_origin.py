@@ -54,6 +54,11 @@ def test_put_get_delete_never_answer_the_secret(client):
     {"kind": "http", "url": "file:///etc/{key}"},
     {"kind": "s3", "url": "http://127.0.3.9:9000", "bucket": "up"},         # no credentials
     {"kind": "http", "url": 7},
+    {"kind": "http", "url": "http://[127.0.3.9/{key}"},     # these three were 500s
+    {"kind": "http", "url": "http://127.0.3.9:99999/{key}"},
+    {"kind": "http", "url": "http://127.0.3.9:8000/a\x00b/{key}"},
+    {"kind": "http", "url": "http://127.0.3.9:0/{key}"},
+    {"kind": "http", "url": "http://127.0.3.9/a b/{key}"},
 ])
 def test_bad_specs_are_400(client, spec):
     answer = client.put("/api/v1/origins/mirror", json=spec, headers=AUTH)
