@@ -1,5 +1,6 @@
 """Origins and prefetch jobs through the management API, in process (no broker, no data
-servers): validation, secrets never answered, the book bucket's ORIGIN_URL default."""
+servers): validation, secrets never answered, the book bucket's ORIGIN_URL default; every
+answer checked against the OpenAPI document (tests/openapi_check.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from api_server import create_app
 from lib.config import Config
 from lib.rabbitmq import Bus
+from tests.openapi_check import CheckedClient
 
 TOKEN = "origin-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -20,7 +22,7 @@ def client(tmp_path):
                     admin_token=TOKEN, origin_url="http://127.0.3.9:8000/files/{key}")
     app = create_app(config, bus=Bus(config.rabbitmq_server, "never-started"))
     app.extensions["tessera.api"].layer.create_bucket("mirror")
-    yield app.test_client()
+    yield CheckedClient(app)
     app.extensions["tessera.stop"]()
 
 
@@ -54,7 +56,7 @@ def test_put_get_delete_never_answer_the_secret(client):
     {"kind": "http", "url": "file:///etc/{key}"},
     {"kind": "s3", "url": "http://127.0.3.9:9000", "bucket": "up"},         # no credentials
     {"kind": "http", "url": 7},
-    {"kind": "http", "url": "http://[127.0.3.9/{key}"},     # these three were 500s
+    {"kind": "http", "url": "http://[127.0.3.9/{key}"},     # a 500 at the PUT or the first fetch
     {"kind": "http", "url": "http://127.0.3.9:99999/{key}"},
     {"kind": "http", "url": "http://127.0.3.9:8000/a\x00b/{key}"},
     {"kind": "http", "url": "http://127.0.3.9:0/{key}"},
@@ -82,3 +84,4 @@ def test_prefetch_requests_are_checked(client):
     assert client.get(post, headers=AUTH).json["jobs"] == []
     assert client.get(post, headers=AUTH).json["total"]["keys"] == 0
     assert client.get(post, query_string={"job": "nope"}, headers=AUTH).status_code == 404
+
