@@ -126,6 +126,8 @@ def test_stats_and_nodes(client, admin_cluster):
     stats = client.get("/api/v1/stats").json
     assert stats["objects"] == 2 and stats["dedup_ratio"] == 2.0
     assert stats["data_servers_live"] == ALL_SHARDS
+    assert stats["prefetch"] == {"jobs": 0, "keys": 0, "queued": 0, "stored": 0, "present": 0,
+                                 "retrying": 0, "failed": 0}
     down = admin_cluster.addresses[-1]
     admin_cluster.kill(down)
     nodes = {n["address"]: n for n in client.get("/api/v1/nodes").json["nodes"]}

@@ -85,3 +85,14 @@ def test_prefetch_requests_are_checked(client):
     assert client.get(post, headers=AUTH).json["total"]["keys"] == 0
     assert client.get(post, query_string={"job": "nope"}, headers=AUTH).status_code == 404
 
+
+def test_prefetch_job_and_stats_totals(client):
+    """No broker here: the job is recorded with its key failed, and /stats counts it."""
+    started = client.post("/api/v1/origin/prefetch", json={"keys": ["k1"]}, headers=AUTH)
+    assert started.status_code == 202 and started.json["bucket"] == "book"
+    job = client.get("/api/v1/origin/prefetch", query_string={"job": started.json["job"]},
+                     headers=AUTH).json
+    assert job["keys"] == 1 and job["queued"] + job["failed"] == 1
+    totals = client.get("/api/v1/stats", headers=AUTH).json["prefetch"]
+    assert totals == client.get("/api/v1/origin/prefetch", headers=AUTH).json["total"]
+    assert totals["jobs"] == 1 and totals["keys"] == 1
