@@ -72,9 +72,15 @@ class OriginSpec:
             if value:
                 fields[name] = value
         spec = cls(kind, **{"url": "", **fields})
-        split = urllib.parse.urlsplit(spec.url)
-        if split.scheme not in ("http", "https") or not split.hostname:
-            raise InvalidArgument(f"origin url must be http(s)://host..., got {spec.url!r}")
+        try:
+            split = urllib.parse.urlsplit(spec.url)
+            port_zero = split.port == 0               # a port out of range: ValueError
+        except ValueError as exc:                     # and so is a bad [IPv6] host
+            raise InvalidArgument(f"origin url {spec.url!r}: {exc}") from None
+        if split.scheme not in ("http", "https") or not split.hostname or port_zero or any(
+                ord(c) <= 0x20 or ord(c) == 0x7f for c in spec.url):
+            raise InvalidArgument(f"origin url must be http(s)://host... without spaces or "
+                                  f"control characters, got {spec.url!r}")
         if kind == "http" and "{key}" not in spec.url:
             raise InvalidArgument("an http origin's url is a template with {key}, e.g. "
                                   "https://host/path/{key}")

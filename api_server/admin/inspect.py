@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lib.errors import NoSuchKey, NoSuchVersion, ObjectStoreError
 from lib.hashing import quote_hash
 from lib.metadata import Version
+from lib.objects import prefetch
 from lib.rabbitmq import BrokerError, QueueClient
 from lib.rs.params import ALL_SHARDS
 from lib.tasks import TaskQueues
@@ -103,7 +104,8 @@ def _queue_counts(api: "ApiServer") -> tuple[int | None, int | None]:
 
 def stats(api: "ApiServer") -> dict[str, Any]:
     """Totals over the cluster: what the metadata holds, what the live data servers hold on
-    disk, the task queue, and this api worker's repairs since it started."""
+    disk, the task queue, this api worker's repairs since it started, and the origin
+    prefetch jobs' keys per state."""
     usage = api.metadata.usage()
     servers = nodes(api)
     live = [s for s in servers if s["state"] == "live"]
@@ -126,6 +128,7 @@ def stats(api: "ApiServer") -> dict[str, Any]:
         "repairs": {"done": local.done, "failed": local.failed,
                     "pending": local.pending() + (depth or 0)},
         "corrupt_records": sum(s["corrupt_shards"] for s in live),
+        "prefetch": prefetch.summary(api.metadata),
     }
 
 

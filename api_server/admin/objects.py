@@ -3,8 +3,9 @@ totals and data servers.  JSON translations of the object layer and of ``inspect
 
 Paging is by cursor: an answer's ``next_cursor`` (None on the last page) is the ``cursor`` of
 the next request.  Uploads stream through the object layer, which computes the digest: a
-raw body (``?bucket=&key=``) or a ``multipart/form-data`` whose ``file`` field comes after
-any ``bucket`` and ``key`` fields (the key defaults to the file's name).
+raw body (``?bucket=&key=``) or a ``multipart/form-data`` (``api_server/formdata.py``) whose
+first file is its ``file`` field, after any ``bucket`` and ``key`` fields (the key defaults
+to the file's name).
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import logging
 from collections.abc import Iterator
 
 from flask import Response, current_app, jsonify, request
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+from api_server import formdata
 from api_server.admin import AdminError, bp, inspect
 from api_server.body import client_body
 from api_server.objects import object_name
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Page sizes of listings and searches.
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
-#: Bytes of form fields accepted before the file of a multipart upload.
-MAX_FIELDS_SIZE = 64 * 1024
-#: Reads of a multipart/form-data body: the decoder buffers about one read.
-FORM_CHUNK = 64 * 1024
 #: Longest search accepted (a key is at most MAX_KEY_BYTES).
 MAX_QUERY = MAX_KEY_BYTES
 #: What ``curl --data-binary`` sends when told nothing: not the object's type.
@@ -145,67 +142,18 @@ def post_object() -> Response:
 
 
 def _form_upload(stream) -> tuple[str, str, str, Iterator[bytes]]:
-    """(bucket, key, content type, the file's bytes) of a multipart/form-data body: the
-    fields before the file are read (at most MAX_FIELDS_SIZE bytes), the file is streamed."""
+    """(bucket, key, content type, the file's bytes) of a multipart/form-data body
+    (``api_server/formdata.py``): the fields before the file are read, the file is streamed."""
     boundary = request.mimetype_params.get("boundary", "")
     if not boundary:
         raise _bad("multipart/form-data without a boundary")
-    decoder = MultipartDecoder(boundary.encode(), max_form_memory_size=4 * FORM_CHUNK)
-    chunks = client_body(stream, FORM_CHUNK)
-    fields: dict[str, bytearray] = {}
-    current: bytearray | None = None
-    seen = 0
-
-    def events():
-        ended = False
-        while True:
-            try:
-                event = decoder.next_event()
-            except ValueError as exc:
-                raise _bad(f"malformed multipart/form-data: {exc}") from None
-            if isinstance(event, NeedData):
-                if ended:
-                    raise _bad("the multipart/form-data body ended early")
-                chunk = next(chunks, None)
-                ended = chunk is None
-                decoder.receive_data(chunk)
-                continue
-            yield event
-            if isinstance(event, Epilogue):
-                return
-
-    stream_events = events()
-    for event in stream_events:
-        if isinstance(event, Field):
-            current = fields.setdefault(event.name, bytearray())
-        elif isinstance(event, Data) and current is not None:
-            seen += len(event.data)
-            if seen > MAX_FIELDS_SIZE:
-                raise _bad(f"form fields before the file exceed {MAX_FIELDS_SIZE} bytes")
-            current += event.data
-        elif isinstance(event, File) and event.name == "file":
-            try:
-                bucket = fields.get("bucket", b"").decode() or _bucket()
-                key = fields.get("key", b"").decode() or _text("key") or event.filename or ""
-            except UnicodeDecodeError:
-                raise _bad("form fields must be UTF-8") from None
-            content_type = event.headers.get("Content-Type", "")
-            return bucket, key, content_type, _file_data(stream_events)
-        elif isinstance(event, Epilogue):
-            break
-    raise _bad("multipart/form-data without a file field")
-
-
-def _file_data(events) -> Iterator[bytes]:
-    """The Data events of the file part; the rest of the body is read and dropped."""
-    for event in events:
-        if isinstance(event, Data):
-            if event.data:
-                yield event.data
-            if not event.more_data:
-                break
-    for _ in events:
-        pass
+    events = iter(formdata.FormStream(stream, boundary.encode("latin-1")))
+    fields, file = formdata.fields_then_file(events)
+    if file is None or file.name != "file":
+        raise _bad("multipart/form-data without a file field (the first file part)")
+    bucket = fields.get("bucket") or _bucket()
+    key = fields.get("key") or _text("key") or file.filename or ""
+    return bucket, key, file.headers.get("Content-Type", ""), formdata.file_chunks(events)
 
 
 @bp.get("/stats")

@@ -59,6 +59,30 @@ def test_form_upload_streams_the_file_field(client, admin_cluster):
     assert no_file.status_code == 400
 
 
+def test_bad_forms_are_400_and_store_nothing(client, admin_cluster):
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nbad\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"f\"\r\n\r\n").encode() + b"x" * 1000
+    forms = {
+        "cut short": head,
+        "two files": head + (f"\r\n--{boundary}\r\nContent-Disposition: form-data; "
+                             f"name=\"file\"; filename=\"g\"\r\n\r\ny\r\n"
+                             f"--{boundary}--\r\n").encode(),
+        "fields too large": (f"--{boundary}\r\nContent-Disposition: form-data; "
+                             f"name=\"bucket\"\r\n\r\n").encode() + b"b" * (65 * 1024)
+        + head[head.index(b"\r\n--"):] + f"\r\n--{boundary}--\r\n".encode(),
+        "no boundary": b"",
+    }
+    for what, body in forms.items():
+        mimetype = "multipart/form-data" + ("" if what == "no boundary"
+                                            else f"; boundary={boundary}")
+        response = client.post("/api/v1/objects", data=body,
+                               headers={"Content-Type": mimetype})
+        assert response.status_code == 400, what
+    assert admin_cluster.api.metadata.version("book", "bad") is None
+
+
 def test_list_pages_by_cursor(client):
     for i in range(5):
         upload(client, f"dir/{i}", b"x%d" % i)
@@ -126,6 +150,8 @@ def test_stats_and_nodes(client, admin_cluster):
     stats = client.get("/api/v1/stats").json
     assert stats["objects"] == 2 and stats["dedup_ratio"] == 2.0
     assert stats["data_servers_live"] == ALL_SHARDS
+    assert stats["prefetch"] == {"jobs": 0, "keys": 0, "queued": 0, "stored": 0, "present": 0,
+                                 "retrying": 0, "failed": 0}
     down = admin_cluster.addresses[-1]
     admin_cluster.kill(down)
     nodes = {n["address"]: n for n in client.get("/api/v1/nodes").json["nodes"]}

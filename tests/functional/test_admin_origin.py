@@ -1,5 +1,6 @@
 """Origins and prefetch jobs through the management API, in process (no broker, no data
-servers): validation, secrets never answered, the book bucket's ORIGIN_URL default."""
+servers): validation, secrets never answered, the book bucket's ORIGIN_URL default; every
+answer checked against the OpenAPI document (tests/openapi_check.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from api_server import create_app
 from lib.config import Config
 from lib.rabbitmq import Bus
+from tests.openapi_check import CheckedClient
 
 TOKEN = "origin-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -20,7 +22,7 @@ def client(tmp_path):
                     admin_token=TOKEN, origin_url="http://127.0.3.9:8000/files/{key}")
     app = create_app(config, bus=Bus(config.rabbitmq_server, "never-started"))
     app.extensions["tessera.api"].layer.create_bucket("mirror")
-    yield app.test_client()
+    yield CheckedClient(app)
     app.extensions["tessera.stop"]()
 
 
@@ -54,6 +56,11 @@ def test_put_get_delete_never_answer_the_secret(client):
     {"kind": "http", "url": "file:///etc/{key}"},
     {"kind": "s3", "url": "http://127.0.3.9:9000", "bucket": "up"},         # no credentials
     {"kind": "http", "url": 7},
+    {"kind": "http", "url": "http://[127.0.3.9/{key}"},     # a 500 at the PUT or the first fetch
+    {"kind": "http", "url": "http://127.0.3.9:99999/{key}"},
+    {"kind": "http", "url": "http://127.0.3.9:8000/a\x00b/{key}"},
+    {"kind": "http", "url": "http://127.0.3.9:0/{key}"},
+    {"kind": "http", "url": "http://127.0.3.9/a b/{key}"},
 ])
 def test_bad_specs_are_400(client, spec):
     answer = client.put("/api/v1/origins/mirror", json=spec, headers=AUTH)
@@ -77,3 +84,15 @@ def test_prefetch_requests_are_checked(client):
     assert client.get(post, headers=AUTH).json["jobs"] == []
     assert client.get(post, headers=AUTH).json["total"]["keys"] == 0
     assert client.get(post, query_string={"job": "nope"}, headers=AUTH).status_code == 404
+
+
+def test_prefetch_job_and_stats_totals(client):
+    """No broker here: the job is recorded with its key failed, and /stats counts it."""
+    started = client.post("/api/v1/origin/prefetch", json={"keys": ["k1"]}, headers=AUTH)
+    assert started.status_code == 202 and started.json["bucket"] == "book"
+    job = client.get("/api/v1/origin/prefetch", query_string={"job": started.json["job"]},
+                     headers=AUTH).json
+    assert job["keys"] == 1 and job["queued"] + job["failed"] == 1
+    totals = client.get("/api/v1/stats", headers=AUTH).json["prefetch"]
+    assert totals == client.get("/api/v1/origin/prefetch", headers=AUTH).json["total"]
+    assert totals["jobs"] == 1 and totals["keys"] == 1

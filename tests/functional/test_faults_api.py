@@ -1,4 +1,5 @@
-"""The fault rules API and the api worker's hooks, in process (the broker never started)."""
+"""The fault rules API and the api worker's hooks, in process (the broker never started); the
+API's answers checked against the OpenAPI document (tests/openapi_check.py)."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from api_server import create_app
 from lib.config import Config
 from lib.rabbitmq import Bus
+from tests.openapi_check import CheckedClient
 from tests.unit.test_faults import MOCKS3_DELAY, MOCKS3_ERROR
 
 TOKEN = "faults-token"
@@ -22,7 +24,7 @@ def app(tmp_path):
 
 
 def test_rules_crud_takes_mocks3_rules_verbatim(app):
-    client = app.test_client()
+    client = CheckedClient(app)
     assert client.post("/api/v1/faults/rules", json=MOCKS3_ERROR).status_code == 401
     created = [client.post("/api/v1/faults/rules", json=rule, headers=AUTH)
                for rule in (MOCKS3_ERROR, MOCKS3_DELAY)]
@@ -47,7 +49,7 @@ def test_rules_crud_takes_mocks3_rules_verbatim(app):
 
 
 def test_invalid_rules_are_400_naming_the_field(app):
-    client = app.test_client()
+    client = CheckedClient(app)
     bad = client.post("/api/v1/faults/rules", headers=AUTH,
                       json={"service": "data", "action": {"type": "delay", "delay": "soon"}})
     assert bad.status_code == 400 and bad.json["error"]["code"] == "InvalidRule"
@@ -58,7 +60,7 @@ def test_invalid_rules_are_400_naming_the_field(app):
 
 
 def test_book_and_metadata_rules_take_effect(app):
-    client = app.test_client()
+    client = CheckedClient(app)
     rule = client.post("/api/v1/faults/rules", headers=AUTH, json={
         "service": "api", "match": {"method": "GET", "path": "^/objects/"},
         "conditions": [{"type": "max_hits", "value": 2}],
