@@ -18,6 +18,8 @@ import logging
 from flask import Flask, jsonify
 
 from api_server import admin, errors, locate, objects, uploads, versions
+from lib import health as checks, metrics
+from lib.access import Observed
 from lib.config import Config
 from lib.locator import Locator
 from lib.membership import track_data_servers
@@ -29,7 +31,7 @@ from lib.objectstream import DataServerClient
 from lib.rabbitmq import Bus
 from lib.registry import DataServerRegistry
 from lib.tasks import Task, TaskPublisher, TaskQueues
-from lib.webapp import create_flask_app
+from lib.webapp import COLLECTORS, create_flask_app
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +98,23 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
 
     @app.get("/health")
     def health():
-        return jsonify(status="ok", role="api_server", address=config.listen_address,
-                       data_servers=len(api.registry.live()), metadata=api.metadata.check(),
-                       rabbitmq=api.bus.connected.is_set())
+        """503 when the metadata store or the broker fails; too few live data servers are
+        reported, not failed: this server still serves what they can."""
+        status, body = checks.evaluate(
+            {"metadata": api.metadata.check, "rabbitmq": api.bus.connected.is_set},
+            {"role": "api_server", "address": config.listen_address,
+             "data_servers": len(api.registry.live()), "write_quorum": config.write_quorum})
+        return jsonify(body), status
 
+    app.extensions[COLLECTORS].append(metrics.Snapshot(lambda: [metrics.gauge(
+        "tessera_live_data_servers", "Data servers this api worker heard from lately.",
+        len(api.registry.live()))]))
+    app.wsgi_app = Observed(app.wsgi_app, "book", sub_apis=frozenset({"admin"}))
     if config.s3_listen_address:
         from api_server.s3 import ByListener, create_s3_app
 
-        app.wsgi_app = ByListener(app.wsgi_app, create_s3_app(api), config.s3_listen_address)
+        app.wsgi_app = ByListener(app.wsgi_app, Observed(create_s3_app(api), "s3"),
+                                  config.s3_listen_address)
 
     admin.install(app)
 
