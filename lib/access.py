@@ -76,6 +76,9 @@ class Observed:
         self._app = app
         self._api = api
         self._sub_apis = sub_apis
+        self._in_progress = metrics.IN_PROGRESS.labels(api)
+        self._bytes = {name: (metrics.BYTES_RECEIVED.labels(name), metrics.BYTES_SENT.labels(name))
+                       for name in (api, *sub_apis)}      # every series exists from the start
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -86,6 +89,7 @@ class Observed:
         if not environ.get("CONTENT_LENGTH") and "wsgi.input" in environ:
             counting = environ["wsgi.input"] = _CountingInput(environ["wsgi.input"])
         status = [500]
+        self._in_progress.inc()
 
         def start(line: str, headers: list, exc_info=None):
             status[0] = int(line[:3])
@@ -95,6 +99,7 @@ class Observed:
         def finish(sent: int) -> None:
             received = counting.count if counting is not None else int(
                 environ.get("CONTENT_LENGTH") or 0)
+            self._in_progress.dec()
             self._record(environ, status[0], received, sent, time.perf_counter() - started)
             REQUEST_ID.set("")
 
@@ -114,10 +119,11 @@ class Observed:
         code = str(status)
         metrics.REQUESTS.labels(api, operation, code).inc()
         metrics.REQUEST_SECONDS.labels(api, operation, code).observe(seconds)
+        bytes_received, bytes_sent = self._bytes[api]
         if received:
-            metrics.BYTES_RECEIVED.labels(api).inc(received)
+            bytes_received.inc(received)
         if sent:
-            metrics.BYTES_SENT.labels(api).inc(sent)
+            bytes_sent.inc(sent)
         if log.isEnabledFor(logging.INFO):
             method = environ.get("REQUEST_METHOD", "")
             path = (environ.get("RAW_URI") or environ.get("PATH_INFO", "")).split("?", 1)[0]

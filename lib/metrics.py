@@ -36,7 +36,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
 from prometheus_client import values
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -55,12 +56,16 @@ REQUESTS = Counter("tessera_requests", "Requests answered, by API, operation and
 REQUEST_SECONDS = Histogram("tessera_request_duration_seconds",
                             "Seconds from a request's arrival to the end of its answer.",
                             ["api", "operation", "status"], buckets=_BUCKETS)
+IN_PROGRESS = Gauge("tessera_requests_in_progress", "Requests being served now.", ["api"],
+                    multiprocess_mode="livesum")
 BYTES_RECEIVED = Counter("tessera_received_bytes", "Request body bytes received.", ["api"])
 BYTES_SENT = Counter("tessera_sent_bytes", "Answer body bytes sent.", ["api"])
 REPAIRS = Counter("tessera_repairs", "Object repairs (missing or damaged shards rebuilt), "
                   "by event: started, done, failed.", ["event"])
 CORRUPT_RECORDS = Counter("tessera_corrupt_records",
                           "Shard records whose CRC did not match (the shard is quarantined).")
+for _event in ("started", "done", "failed"):        # every series exists from the start
+    REPAIRS.labels(_event)
 LOCATE_SECONDS = Histogram("tessera_locate_duration_seconds",
                            "Seconds a locate broadcast waited for the data servers' answers.",
                            buckets=_BUCKETS)

@@ -84,7 +84,8 @@ def _queue_counts(config: Config, queues: TaskQueues) -> dict[str, tuple[int, in
         return {"tasks": client.counts(queues.name), "dead": client.counts(queues.dead)}
 
 
-def _status(config: Config, queues: TaskQueues, cluster: ClusterView) -> StatusServer:
+def _collectors(config: Config, queues: TaskQueues, cluster: ClusterView) -> list:
+    """What the worker's /metrics computes when scraped."""
     def families():
         yield metrics.gauge("tessera_live_data_servers", "Data servers this process heard "
                             "from lately.", len(cluster.registry.live()))
@@ -98,11 +99,15 @@ def _status(config: Config, queues: TaskQueues, cluster: ClusterView) -> StatusS
             if counts[key] is not None:
                 yield metrics.gauge(name, text, counts[key][0])
 
+    return [metrics.Snapshot(families)]
+
+
+def _status(config: Config, queues: TaskQueues, cluster: ClusterView) -> StatusServer:
     return StatusServer(
         config.worker_status_address,
         {"rabbitmq": lambda: _queue_counts(config, queues)["tasks"] is not None},
         {"role": "worker", "address": config.listen_address, "task_queue": queues.name},
-        [metrics.Snapshot(families)])
+        _collectors(config, queues, cluster))
 
 
 def _serve(config: Config, queues: TaskQueues, stop: threading.Event) -> int:
