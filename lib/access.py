@@ -79,6 +79,8 @@ class Observed:
         self._in_progress = metrics.IN_PROGRESS.labels(api)
         self._bytes = {name: (metrics.BYTES_RECEIVED.labels(name), metrics.BYTES_SENT.labels(name))
                        for name in (api, *sub_apis)}      # every series exists from the start
+        #: (api, operation, status) -> its histogram series, looked up once.
+        self._timers: dict[tuple[str, str, int], object] = {}
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -116,9 +118,12 @@ class Observed:
         api = self._api
         if self._sub_apis and operation.partition(".")[0] in self._sub_apis:
             api = operation.partition(".")[0]
-        code = str(status)
-        metrics.REQUESTS.labels(api, operation, code).inc()
-        metrics.REQUEST_SECONDS.labels(api, operation, code).observe(seconds)
+        key = (api, operation, status)
+        timer = self._timers.get(key)
+        if timer is None:
+            timer = self._timers[key] = metrics.REQUEST_SECONDS.labels(api, operation,
+                                                                       str(status))
+        timer.observe(seconds)
         bytes_received, bytes_sent = self._bytes[api]
         if received:
             bytes_received.inc(received)
@@ -128,7 +133,10 @@ class Observed:
             method = environ.get("REQUEST_METHOD", "")
             path = (environ.get("RAW_URI") or environ.get("PATH_INFO", "")).split("?", 1)[0]
             duration_ms = round(seconds * 1000, 2)
-            log.info("%s %s %d %dB %.2fms", method, path, status, sent, duration_ms, extra={
-                "method": method, "path": path, "status": status, "bytes": sent,
-                "received": received, "duration_ms": duration_ms, "client": environ.get("REMOTE_ADDR"),
-                "api": api, "operation": operation})
+            # makeRecord + handle: what log.info does, less finding the caller's frame
+            log.handle(log.makeRecord(
+                log.name, logging.INFO, __file__, 0, "%s %s %d %dB %.2fms",
+                (method, path, status, sent, duration_ms), None, extra={
+                    "method": method, "path": path, "status": status, "bytes": sent,
+                    "received": received, "duration_ms": duration_ms,
+                    "client": environ.get("REMOTE_ADDR"), "api": api, "operation": operation}))
