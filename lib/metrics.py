@@ -40,12 +40,9 @@ from prometheus_client import (REGISTRY, CollectorRegistry, Counter, Gauge, Hist
                                generate_latest)
 from prometheus_client import values
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_LATEST  # noqa: F401 - for /metrics
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-
-__all__ = ["CONTENT_TYPE_LATEST", "exposition", "Snapshot", "use_multiprocess_dir",
-           "worker_exited"]
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Latency buckets (seconds): small requests take about a millisecond, big ones seconds.

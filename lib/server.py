@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import KNOWN_SETTINGS
+from gunicorn.glogging import Logger
 
 from lib import logs, metrics
 from lib.config import Config
@@ -38,6 +39,14 @@ def _worker_exit(_server, worker) -> None:
         stop()
 
 
+class _Logger(Logger):
+    """gunicorn's own lines in the format of ours (LOG_FORMAT)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        logs.adopt(self.error_log)
+
+
 class _Gunicorn(BaseApplication):
     def __init__(self, factory: Callable[[], object], options: dict):
         self._factory = factory
@@ -60,9 +69,6 @@ def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
     def post_worker_init(_worker) -> None:
         configure_logging(config)
 
-    def on_starting(server) -> None:
-        logs.adopt(server.log.error_log)
-
     _Gunicorn(lambda: factory(config), {
         "bind": [config.listen_address] + ([config.s3_listen_address]
                                            if name == "api_server" and
@@ -78,7 +84,7 @@ def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
         "errorlog": "-",
         "loglevel": config.log_level,
         "post_worker_init": post_worker_init,
-        "on_starting": on_starting,
+        "logger_class": _Logger,
         "worker_exit": _worker_exit,
         **({"control_socket_disable": True} if _HAS_CONTROL_SOCKET else {}),
     }).run()

@@ -61,7 +61,8 @@ def test_the_dashboard_imports_and_queries_only_exported_series(tmp_path, monkey
             queried.update(series)
     # the list: requests, latency, bytes, repairs, corrupt records, locate latency and
     # cache, live data servers, queue depth, disk used and free, CPU and RSS
-    for wanted in ("tessera_request_duration_seconds_count", "tessera_request_duration_seconds_bucket",
+    for wanted in ("tessera_request_duration_seconds_count",
+                   "tessera_request_duration_seconds_bucket",
                    "tessera_received_bytes_total", "tessera_sent_bytes_total",
                    "tessera_repairs_total", "tessera_corrupt_records_total",
                    "tessera_locate_duration_seconds_bucket", "tessera_location_cache_total",

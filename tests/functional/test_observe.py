@@ -255,6 +255,6 @@ def test_multiprocess_mode_sums_every_worker_and_every_module_s_series(tmp_path)
     text, _, directory = done.stdout.rpartition("DIR ")
     assert value(text, "tessera_faults_injected_total", kind="delay") == 3
     assert value(text, "tessera_plain_events_total") == 2
-    assert value(text, "tessera_request_duration_seconds_count", api="book", operation="objects.get_object",
-                 status="200") == 2
+    assert value(text, "tessera_request_duration_seconds_count", api="book",
+                 operation="objects.get_object", status="200") == 2
     assert not Path(directory.strip()).exists()           # removed when the server exited
