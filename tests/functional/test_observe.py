@@ -258,3 +258,48 @@ def test_multiprocess_mode_sums_every_worker_and_every_module_s_series(tmp_path)
     assert value(text, "tessera_request_duration_seconds_count", api="book",
                  operation="objects.get_object", status="200") == 2
     assert not Path(directory.strip()).exists()           # removed when the server exited
+
+
+def test_a_corrupt_record_is_counted(tmp_path):
+    from lib.hashing import quote_hash
+    from lib.rs.params import BLOCK_SIZE
+    from tests.functional.test_data_server import HASH, shard_bytes, store
+
+    root = tmp_path / "root"
+    client = data_server.create_app(Config(listen_address="127.0.1.1:1", storage_root=root),
+                                    bus=None).test_client()
+    store(client, shard_bytes(BLOCK_SIZE + 10))
+    before = value(client.get("/metrics").text, "tessera_corrupt_records_total")
+    (path,) = (root / "objects").iterdir()
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) - 20] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(Exception):
+        client.get(f"/objects/{quote_hash(HASH)}.0").get_data()
+    assert value(client.get("/metrics").text, "tessera_corrupt_records_total") == before + 1
+
+
+def test_repairs_are_counted_started_done_and_failed():
+    from types import SimpleNamespace
+
+    from lib import metrics
+    from lib.errors import NotEnoughDataServers
+    from lib.rs.repair import repair_object
+    from tests.conftest import sha256_b64
+
+    def counts():
+        text = metrics.exposition().decode()
+        return [value(text, "tessera_repairs_total", event=e) for e in ("started", "done",
+                                                                        "failed")]
+
+    whole = {i: [f"127.0.1.{i + 1}:1"] for i in range(6)}
+    some = {i: whole[i] for i in range(2)}
+    hash_ = sha256_b64(b"repaired")
+    before = counts()
+    for copies in (whole, some):     # nothing missing: done; too few shards left: failed
+        locator = SimpleNamespace(forget=lambda _h: None, locate_copies=lambda _h, c=copies: c)
+        try:
+            repair_object(None, None, locator, hash_, 8, {})
+        except NotEnoughDataServers:
+            pass
+    assert [a - b for a, b in zip(counts(), before)] == [2, 1, 1]
