@@ -67,7 +67,9 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     app.register_blueprint(objects.bp)
     app.register_blueprint(temp.bp)
     app.register_blueprint(tails.bp)
-    app.wsgi_app = Observed(FastPath(node, app.wsgi_app), "data")
+    # A small GET costs four data server requests: their access lines are DEBUG, else they
+    # would be most of what logging costs (README "Metrics and logs").
+    app.wsgi_app = Observed(FastPath(node, app.wsgi_app), "data", access_level=logging.DEBUG)
     app.extensions[COLLECTORS].append(metrics.Snapshot(lambda: _disk_families(node)))
 
     @app.get("/health")

@@ -70,12 +70,15 @@ class _Body:
 
 class Observed:
     """Wrap ``app`` (one API: ``book``, ``s3``, ``data``).  Operations whose Flask
-    blueprint is in ``sub_apis`` (``admin``) count under that API instead."""
+    blueprint is in ``sub_apis`` (``admin``) count under that API instead.  Access lines
+    are logged at ``access_level``."""
 
-    def __init__(self, app: Callable, api: str, sub_apis: frozenset[str] = frozenset()):
+    def __init__(self, app: Callable, api: str, sub_apis: frozenset[str] = frozenset(),
+                 access_level: int = logging.INFO):
         self._app = app
         self._api = api
         self._sub_apis = sub_apis
+        self._access_level = access_level
         self._in_progress = metrics.IN_PROGRESS.labels(api)
         self._bytes = {name: (metrics.BYTES_RECEIVED.labels(name), metrics.BYTES_SENT.labels(name))
                        for name in (api, *sub_apis)}      # every series exists from the start
@@ -129,13 +132,13 @@ class Observed:
             bytes_received.inc(received)
         if sent:
             bytes_sent.inc(sent)
-        if log.isEnabledFor(logging.INFO):
+        if log.isEnabledFor(self._access_level):
             method = environ.get("REQUEST_METHOD", "")
             path = (environ.get("RAW_URI") or environ.get("PATH_INFO", "")).split("?", 1)[0]
             duration_ms = round(seconds * 1000, 2)
             # makeRecord + handle: what log.info does, less finding the caller's frame
             log.handle(log.makeRecord(
-                log.name, logging.INFO, __file__, 0, "%s %s %d %dB %.2fms",
+                log.name, self._access_level, __file__, 0, "%s %s %d %dB %.2fms",
                 (method, path, status, sent, duration_ms), None, extra={
                     "method": method, "path": path, "status": status, "bytes": sent,
                     "received": received, "duration_ms": duration_ms,

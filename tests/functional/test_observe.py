@@ -63,7 +63,7 @@ def json_logs(monkeypatch):
     """Log lines as JSON into a buffer; the parsed objects so far from ``lines()``."""
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
-    logs.configure("info", "json", "127.0.9.9:1", "")
+    logs.configure("debug", "json", "127.0.9.9:1", "")      # data servers' access lines too
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     logging.basicConfig(force=True)
 

@@ -41,7 +41,7 @@ def json_lines(path) -> list[dict]:
 
 
 def test_metrics_request_ids_and_health_across_the_cluster(make_cluster):
-    cluster = make_cluster(env={"LOG_FORMAT": "json"})
+    cluster = make_cluster(env={"LOG_FORMAT": "json", "LOG_LEVEL": "debug"})
     api = cluster.api[0].address
     data = [node.address for node in cluster.data]
     worker = cluster.workers[0].address
