@@ -64,7 +64,11 @@ def json_logs(monkeypatch):
     stream = io.StringIO()
     monkeypatch.setattr(sys, "stderr", stream)
     logs.configure("debug", "json", "127.0.9.9:1", "")      # data servers' access lines too
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    def lines():
+        logging.getLogger().handlers[0].flush()             # lines are written in batches
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    yield lines
     logging.basicConfig(force=True)
 
 
@@ -166,6 +170,7 @@ def test_text_access_lines_too(api_app, monkeypatch):
     logs.configure("info", "text", "127.0.9.9:1", "%(levelname)s %(request_id)s %(message)s")
     try:
         buffered(api_app.test_client()).get("/objects/x", headers={"X-Request-Id": "text-1"})
+        logging.getLogger().handlers[0].flush()
     finally:
         logging.basicConfig(force=True)
     assert "INFO text-1 GET /objects/x 404" in stream.getvalue()
@@ -303,3 +308,17 @@ def test_repairs_are_counted_started_done_and_failed():
         except NotEnoughDataServers:
             pass
     assert [a - b for a, b in zip(counts(), before)] == [2, 1, 1]
+
+
+def test_lines_are_written_in_batches_warnings_at_once(monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(logs, "FLUSH_INTERVAL", 3600.0)
+    logs.configure("info", "text", "127.0.9.9:1", "%(levelname)s %(message)s")
+    try:
+        logging.getLogger("t").info("waits")
+        assert stream.getvalue() == ""
+        logging.getLogger("t").warning("now")
+        assert stream.getvalue() == "INFO waits\nWARNING now\n"
+    finally:
+        logging.basicConfig(force=True)
