@@ -81,7 +81,8 @@ def use_multiprocess_dir(parent: Path | None = None) -> Path:
     series already created without labels get new, file-backed values.
     """
     global _server_pid
-    path = Path(tempfile.mkdtemp(prefix="tessera-metrics-", dir=parent))
+    _remove_orphans(Path(parent or tempfile.gettempdir()))
+    path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent))
     os.environ[_ENV] = str(path)
     values.ValueClass = values.MultiProcessValue(process_identifier=_pid)
     for collector in list(REGISTRY._collector_to_names):
@@ -108,6 +109,17 @@ os.register_at_fork(after_in_child=_forked)
 def _pid() -> int:
     """This process's id, without a system call on every increment."""
     return _current_pid
+
+
+_PREFIX = "tessera-metrics-"
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Directories of servers that died without cleaning up (SIGKILL): their pid is gone."""
+    for path in parent.glob(f"{_PREFIX}*-*"):
+        pid = path.name[len(_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _remove(path: Path, owner: int) -> None:

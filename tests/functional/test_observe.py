@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -322,3 +323,16 @@ def test_lines_are_written_in_batches_warnings_at_once(monkeypatch):
         assert stream.getvalue() == "INFO waits\nWARNING now\n"
     finally:
         logging.basicConfig(force=True)
+
+
+def test_a_killed_server_s_metrics_directory_is_removed_by_the_next_start(tmp_path):
+    from lib import metrics
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = tmp_path / f"tessera-metrics-{dead}-x"
+    orphan.mkdir()
+    alive = tmp_path / f"tessera-metrics-{os.getpid()}-y"
+    alive.mkdir()
+    metrics._remove_orphans(tmp_path)
+    assert not orphan.exists() and alive.exists()
