@@ -19,6 +19,8 @@ from flask import Flask, jsonify
 
 from api_server import admin, book_token, console, errors, locate, objects, uploads, versions
 from api_server.faults import ApiFaults, wrap_book
+from lib import health as checks, metrics
+from lib.access import Observed
 from lib.config import Config
 from lib.locator import Locator
 from lib.membership import track_data_servers
@@ -31,7 +33,7 @@ from lib.objectstream import DataServerClient
 from lib.rabbitmq import Bus
 from lib.registry import DataServerRegistry
 from lib.tasks import Task, TaskPublisher, TaskQueues
-from lib.webapp import create_flask_app
+from lib.webapp import COLLECTORS, create_flask_app
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +106,26 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
 
     @app.get("/health")
     def health():
-        return jsonify(status="ok", role="api_server", address=config.listen_address,
-                       data_servers=len(api.registry.live()), metadata=api.metadata.check(),
-                       rabbitmq=api.bus.connected.is_set())
+        """503 when the metadata store or the broker fails; too few live data servers are
+        reported, not failed: this server still serves what they can."""
+        status, body = checks.evaluate(
+            {"metadata": api.metadata.check, "rabbitmq": api.bus.connected.is_set},
+            {"role": "api_server", "address": config.listen_address,
+             "data_servers": len(api.registry.live()), "write_quorum": config.write_quorum})
+        return jsonify(body), status
 
-    app.wsgi_app = wrap_book(app.wsgi_app, api.faults)
+    app.extensions[COLLECTORS].append(metrics.Snapshot(lambda: [metrics.gauge(
+        "tessera_live_data_servers", "Data servers this api worker heard from lately.",
+        len(api.registry.live()))]))
+    app.wsgi_app = Observed(wrap_book(app.wsgi_app, api.faults), "book",
+                            sub_apis=frozenset({"admin", "console"}))
     if config.s3_listen_address:
         from api_server.s3 import ByListener, create_s3_app
         from api_server.s3.faults import wrap as wrap_s3
 
-        app.wsgi_app = ByListener(app.wsgi_app, wrap_s3(create_s3_app(api), api.faults.engine,
-                                                        config.s3_domain),
+        app.wsgi_app = ByListener(app.wsgi_app,
+                                  Observed(wrap_s3(create_s3_app(api), api.faults.engine,
+                                                   config.s3_domain), "s3"),
                                   config.s3_listen_address)
 
     admin.install(app)

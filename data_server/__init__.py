@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 
 from flask import Flask, jsonify
 
@@ -15,9 +16,11 @@ from data_server import errors, faults, heartbeat, inspect, locate, objects, tai
 from data_server.fastpath import FastPath
 from data_server.index import ObjectIndex
 from data_server.storage import Storage
+from lib import health as checks, metrics
+from lib.access import Observed
 from lib.config import Config
 from lib.rabbitmq import Bus
-from lib.webapp import create_flask_app
+from lib.webapp import COLLECTORS, create_flask_app
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,21 @@ class Node:
     storage: Storage
     index: ObjectIndex
     bus: Bus | None
+
+
+def _disk_families(node: Node):
+    """Disk space of the storage root's file system, and the shards held."""
+    labels = {"address": node.config.listen_address}
+    try:
+        usage = shutil.disk_usage(node.storage.root)
+    except OSError:
+        return
+    yield metrics.gauge("tessera_disk_used_bytes", "Bytes used on the storage root's file "
+                        "system.", usage.used, labels)
+    yield metrics.gauge("tessera_disk_free_bytes", "Bytes free on the storage root's file "
+                        "system.", usage.free, labels)
+    yield metrics.gauge("tessera_shards", "Shards this data server holds.", len(node.index),
+                        labels)
 
 
 def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFAULT) -> Flask:
@@ -52,13 +70,22 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     app.register_blueprint(temp.bp)
     app.register_blueprint(tails.bp)
     app.register_blueprint(inspect.bp)
-    app.wsgi_app = faults.wrap(FastPath(node, app.wsgi_app), node, engine)
+    # A small GET costs four data server requests: their access lines are DEBUG, else they
+    # would be most of what logging costs (README "Metrics and logs").
+    app.wsgi_app = Observed(faults.wrap(FastPath(node, app.wsgi_app), node, engine), "data",
+                            access_level=logging.DEBUG)
     app.extensions["tessera.faults"] = engine
+    app.extensions[COLLECTORS].append(metrics.Snapshot(lambda: _disk_families(node)))
 
     @app.get("/health")
     def health():
-        return jsonify(status="ok", role="data_server", address=config.listen_address,
-                       shards=len(index), rabbitmq=bool(bus and bus.connected.is_set()))
+        """503 when the storage root cannot be written or (with a bus) the broker is gone."""
+        status, body = checks.evaluate(
+            {"storage": lambda: checks.writable(storage.temp),
+             **({"rabbitmq": bus.connected.is_set} if bus is not None else {})},
+            {"role": "data_server", "address": config.listen_address, "shards": len(index)})
+        body.setdefault("rabbitmq", False)
+        return jsonify(body), status
 
     if bus is not None:
         faults.attach(bus, config, engine)

@@ -19,6 +19,7 @@ from data_server import errors
 from data_server.objects import serve_shard
 from data_server.storage import ShardName
 from data_server.temp import store_and_publish
+from lib.access import OPERATION_KEY
 from lib.errors import ObjectStoreError
 from lib.webapp import error_answer
 
@@ -42,9 +43,11 @@ class FastPath:
         path = environ.get("PATH_INFO", "")
         if (method == "POST" and path.startswith(_TEMP) and len(path) > len(_TEMP)
                 and environ.get("QUERY_STRING") == "commit=1" and "HTTP_SIZE" in environ):
+            environ[OPERATION_KEY] = "temp.post_temp"       # the Flask view it stands for
             return self._answer(start_response, self._commit, environ, path[len(_TEMP):])
         if (method in ("GET", "HEAD") and path.startswith(_OBJECTS)
                 and len(path) > len(_OBJECTS)):
+            environ[OPERATION_KEY] = "objects.get_object"
             return self._answer(start_response, self._shard, environ, path[len(_OBJECTS):])
         return self._app(environ, start_response)
 

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from data_server.storage import ShardName
+from lib import metrics
 from lib.collector import purge_local_garbage
 from lib.errors import BadRequest, CorruptShard, ObjectNotFound
 from lib.hashing import unquote_hash, validate_hash
@@ -61,6 +62,7 @@ def serve_shard(node, name: str, range_header: str | None
             yield from node.storage.read_shard(shard.path, first, last - first + 1)
         except CorruptShard:
             log.error("corrupt shard %s: quarantined", shard.path.name)
+            metrics.CORRUPT_RECORDS.inc()
             node.index.remove(shard_name.hash, shard_name.index, shard.path)
             node.storage.quarantine(shard.path)
             raise

@@ -52,6 +52,13 @@ def _address(environ: Mapping[str, str], name: str, default: str | None) -> str:
     return raw
 
 
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (environ.get(name) or choices[0]).lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings shared by api servers, data servers and the maintenance scripts."""
@@ -86,6 +93,13 @@ class Config:
     #: METADATA_DB, creating it once (0600), so api servers sharing the metadata share it.
     cluster_secret: str = ""
     log_level: str = "info"
+    #: ``text`` or ``json`` (one JSON object per line, ``lib/logs.py``).
+    log_format: str = "text"
+    #: Where each server start makes its metrics directory (PROMETHEUS_MULTIPROC_DIR; empty:
+    #: the system's temp directory); ``lib/metrics.py``.
+    metrics_dir: Path | None = None
+    #: ``ip:port`` of the task worker's /metrics and /health (empty: none).
+    worker_status_address: str = ""
     #: Durable RabbitMQ queue of deferred work (repairs, shard collection, stored events);
     #: ``<queue>.retry.<n>`` hold failed tasks for their backoff, ``<queue>.dead`` the rest.
     task_queue: str = "tessera.tasks"
@@ -169,6 +183,11 @@ class Config:
             temp_ttl=_float(environ, "TEMP_TTL", cls.temp_ttl),
             cluster_secret=environ.get("CLUSTER_SECRET") or "",
             log_level=environ.get("LOG_LEVEL") or cls.log_level,
+            log_format=_choice(environ, "LOG_FORMAT", ("text", "json")),
+            metrics_dir=(Path(environ["PROMETHEUS_MULTIPROC_DIR"])
+                         if environ.get("PROMETHEUS_MULTIPROC_DIR") else None),
+            worker_status_address=(_address(environ, "WORKER_STATUS_ADDRESS", None)
+                                   if environ.get("WORKER_STATUS_ADDRESS") else ""),
             task_queue=environ.get("TASK_QUEUE") or cls.task_queue,
             task_max_attempts=_int(environ, "TASK_MAX_ATTEMPTS", cls.task_max_attempts,
                                    minimum=1),

@@ -17,6 +17,8 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator
 
+from lib.logs import REQUEST_ID
+
 #: Longest status or header line accepted, and most header lines.
 MAX_LINE = 64 * 1024
 MAX_HEADERS = 100
@@ -287,6 +289,9 @@ class ConnectionPool:
     def _head(self, method: str, address: str, path: str, body, headers: dict,
               chunked: bool) -> bytes:
         lines = [f"{method} {_check_text(path, 'path')} HTTP/1.1", f"Host: {address}"]
+        request_id = REQUEST_ID.get()
+        if request_id:                 # the request this call serves (lib/logs.py)
+            lines.append(f"X-Request-Id: {request_id}")
         names = {name.lower() for name in headers}
         for name, value in headers.items():
             value = str(value)

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import OrderedDict
 
+from lib import metrics
 from lib.config import Config
 from lib.errors import NotEnoughDataServers
 from lib.hashing import quote_hash
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Seconds a complete locate answer is reused, and how many answers are kept.
 LOCATION_TTL = 30.0
 LOCATION_CACHE_SIZE = 65536
+_CACHE_HIT = metrics.LOCATION_CACHE.labels("hit")
+_CACHE_MISS = metrics.LOCATION_CACHE.labels("miss")
 
 
 class _Pending:
@@ -82,7 +85,9 @@ class Locator:
         if not fresh:
             cached = self.cached(hash_)
             if cached is not None:
+                _CACHE_HIT.inc()
                 return cached
+            _CACHE_MISS.inc()
         copies = self._broadcast(hash_, every_copy=False)
         shards = {i: holders[0] for i, holders in copies.items()}
         self.remember(hash_, shards)
@@ -136,7 +141,9 @@ class Locator:
             self._bus.publish(self._config.data_exchange, "",
                               LocateRequest(quote_hash(hash_)).to_json(),
                               reply_to=reply_queue, correlation_id=correlation_id)
-            if not pending.done.wait(self._config.locate_timeout):
+            answered = pending.done.wait(self._config.locate_timeout)
+            metrics.LOCATE_SECONDS.observe(time.monotonic() - started)
+            if not answered:
                 silent = pending.expected - pending.answered
                 log.warning("locate %s: no answer from %s in %.1fs", hash_, sorted(silent),
                             time.monotonic() - started)

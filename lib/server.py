@@ -4,16 +4,19 @@
 factory runs inside each worker after fork, so the RabbitMQ thread and other background
 threads belong to the worker.  A worker that exits calls the app's stop hook
 (``app.extensions["tessera.stop"]``), which for a data server announces its departure.
+
+Before forking, the master gives the server a fresh metrics directory (``lib/metrics.py``:
+every worker's series are summed at ``/metrics``) and removes it when it exits.
 """
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Callable
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import KNOWN_SETTINGS
+from gunicorn.glogging import Logger
 
+from lib import logs, metrics
 from lib.config import Config
 
 #: Seconds a stopping server lets requests in flight finish.
@@ -23,18 +26,25 @@ _HAS_CONTROL_SOCKET = any(s.name == "control_socket_disable" for s in KNOWN_SETT
 
 
 def configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=config.log_level.upper(), stream=sys.stderr, force=True,
-        format=f"%(asctime)s {config.listen_address} %(process)d %(name)s "
-               f"%(levelname)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    logs.configure(config.log_level, config.log_format, config.listen_address,
+                   f"%(asctime)s {config.listen_address} %(process)d %(name)s "
+                   f"%(levelname)s %(request_id)s %(message)s")
 
 
 def _worker_exit(_server, worker) -> None:
+    metrics.worker_exited(worker.pid)
     app = getattr(worker, "wsgi", None)
     stop = getattr(app, "extensions", {}).get("tessera.stop")
     if stop is not None:
         stop()
+
+
+class _Logger(Logger):
+    """gunicorn's own lines in the format of ours (LOG_FORMAT)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        logs.adopt(self.error_log)
 
 
 class _Gunicorn(BaseApplication):
@@ -54,6 +64,7 @@ class _Gunicorn(BaseApplication):
 def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
     """Serve ``factory(config)`` on ``config.listen_address`` until SIGTERM/SIGINT."""
     configure_logging(config)
+    metrics.use_multiprocess_dir(config.metrics_dir)      # removed when this process exits
 
     def post_worker_init(_worker) -> None:
         configure_logging(config)
@@ -73,6 +84,7 @@ def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
         "errorlog": "-",
         "loglevel": config.log_level,
         "post_worker_init": post_worker_init,
+        "logger_class": _Logger,
         "worker_exit": _worker_exit,
         **({"control_socket_disable": True} if _HAS_CONTROL_SOCKET else {}),
     }).run()

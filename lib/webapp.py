@@ -1,14 +1,19 @@
-"""Flask plumbing both servers share: slash-preserving routes and the error-to-status table."""
+"""Flask plumbing both servers share: slash-preserving routes, the error-to-status table,
+``/metrics``, and naming each request's operation (its endpoint) for ``lib/access.py``."""
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.routing import PathConverter
 
-from lib import errors
+from lib import errors, metrics
+from lib.access import OPERATION_KEY
 
 log = logging.getLogger(__name__)
+
+#: ``app.extensions`` key of the collectors a scrape computes (``lib.metrics.Snapshot``).
+COLLECTORS = "tessera.collectors"
 
 
 def error_answer(exc: Exception, table: dict[type, int]) -> tuple[int, dict[str, str], str]:
@@ -52,4 +57,15 @@ def create_flask_app(name: str, table: dict[type, int]) -> Flask:
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     register_error_table(app, table)
+    app.extensions[COLLECTORS] = []
+
+    @app.before_request
+    def _name_operation():
+        request.environ[OPERATION_KEY] = request.endpoint
+
+    @app.get("/metrics")
+    def get_metrics():
+        return Response(metrics.exposition(app.extensions[COLLECTORS]),
+                        headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
+
     return app

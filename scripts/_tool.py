@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Callable
 
+from lib import logs
 from lib.config import Config, ConfigError
 from lib.errors import ObjectStoreError
 from lib.metadata import MetadataError, MetadataStore, open_store
@@ -38,9 +39,8 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def configure_logging(config: Config) -> None:
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    logs.configure(config.log_level, config.log_format, config.listen_address,
+                   "%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 def open_metadata(config: Config) -> MetadataStore:

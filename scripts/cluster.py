@@ -4,7 +4,7 @@
 The only way a cluster starts, for developers (``python -m scripts.cluster``), the probe tests
 and the benchmark.  Every process is a real ``python -m data_server`` / ``python -m api_server``
 / ``python -m scripts.worker`` with its own log file; we stop only the processes we started,
-by PID.  A worker listens on nothing: its address (127.0.3.x) only labels its log lines.
+by PID.  A worker answers /metrics and /health on its address (127.0.3.x).
 """
 from __future__ import annotations
 
@@ -170,6 +170,8 @@ class Cluster:
         env["ADMIN_TOKEN"] = self.admin_token
         if node.storage_root is not None:
             env["STORAGE_ROOT"] = str(node.storage_root)
+        if node.role == "worker":
+            env["WORKER_STATUS_ADDRESS"] = node.address          # its /metrics and /health
         env.update(self._extra_env)
         env.update(node.env)
         return env

@@ -7,6 +7,9 @@ task at a time, acknowledged only once it is done, so a worker killed mid-task l
 the broker hands the task to the next worker.  SIGTERM (or Ctrl-C) lets the task in hand
 finish, then the worker exits.  Any number of workers may share a queue.
 
+With WORKER_STATUS_ADDRESS set, the worker answers ``/metrics`` (queue depth, dead letters,
+live data servers, repairs) and ``/health`` (the broker) there (``lib/statusserver.py``).
+
 ``--list-dead`` prints the tasks parked in the dead-letter queue, ``--requeue-dead`` gives
 them a fresh set of attempts.
 """
@@ -19,11 +22,13 @@ import signal
 import sys
 import threading
 
+from lib import metrics
 from lib.config import Config
 from lib.collector import collect_hash
 from lib.membership import ClusterView
 from lib.objects.sweeper import Sweeper
 from lib.rabbitmq import BrokerError, QueueClient
+from lib.statusserver import StatusServer
 from lib.taskrunner import TaskRunner
 from lib.tasks import TaskQueues
 from scripts import _tool
@@ -73,10 +78,45 @@ def _dead_letters(config: Config, queues: TaskQueues, requeue: bool) -> int:
     return _tool.EXIT_OK
 
 
+def _queue_counts(config: Config, queues: TaskQueues) -> dict[str, tuple[int, int] | None]:
+    """(messages, consumers) of the task queue and the dead-letter queue, asked now."""
+    with QueueClient(config.rabbitmq_server, "worker-status") as client:
+        return {"tasks": client.counts(queues.name), "dead": client.counts(queues.dead)}
+
+
+def _collectors(config: Config, queues: TaskQueues, cluster: ClusterView) -> list:
+    """What the worker's /metrics computes when scraped."""
+    def families():
+        yield metrics.gauge("tessera_live_data_servers", "Data servers this process heard "
+                            "from lately.", len(cluster.registry.live()))
+        try:
+            counts = _queue_counts(config, queues)
+        except BrokerError:
+            return
+        for key, name, text in (("tasks", "tessera_task_queue_depth", "Tasks waiting."),
+                                ("dead", "tessera_task_dead_letters", "Tasks parked in the "
+                                 "dead-letter queue.")):
+            if counts[key] is not None:
+                yield metrics.gauge(name, text, counts[key][0])
+
+    return [metrics.Snapshot(families)]
+
+
+def _status(config: Config, queues: TaskQueues, cluster: ClusterView) -> StatusServer:
+    return StatusServer(
+        config.worker_status_address,
+        {"rabbitmq": lambda: _queue_counts(config, queues)["tasks"] is not None},
+        {"role": "worker", "address": config.listen_address, "task_queue": queues.name},
+        _collectors(config, queues, cluster))
+
+
 def _serve(config: Config, queues: TaskQueues, stop: threading.Event) -> int:
     metadata = _tool.open_metadata(config)
+    status = None
     try:
         with ClusterView(config, f"worker-{os.getpid()}") as cluster:
+            if config.worker_status_address:
+                status = _status(config, queues, cluster).start()
             live = cluster.wait_for_data_servers(1)     # tasks that find too few retry
             log.info("%d live data server(s): %s", len(live), ", ".join(live))
             runner = TaskRunner(config, metadata, cluster)
@@ -105,6 +145,8 @@ def _serve(config: Config, queues: TaskQueues, stop: threading.Event) -> int:
                     stop.wait(delay)
                     delay = min(delay * 2, RECONNECT_DELAY_MAX)
     finally:
+        if status is not None:
+            status.close()
         metadata.close()
     print("worker stopped", flush=True)
     return _tool.EXIT_OK

@@ -9,7 +9,6 @@ equal to the RequestId of an XML error body.  Handlers live in ``buckets``, ``ob
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -18,6 +17,8 @@ from api_server.s3 import auth, buckets, listing, multipart, objects
 from api_server.s3.errors import S3Error, from_exception, not_implemented
 from api_server.s3.request import Request, Response
 from api_server.s3.xml import error_body
+from lib.access import OPERATION_KEY, REQUEST_ID_KEY
+from lib.logs import new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +97,22 @@ def _route(req: Request) -> Handler:
                   "resource.", 405)
 
 
-#: S3's name for each operation a handler serves (fault rules match on it).
+#: S3's name for each operation a handler serves: fault rules match on it, metric labels and
+#: access lines say it.
 _OPERATIONS: dict[Handler, str] = {
     buckets.list_buckets: "ListBuckets", buckets.get_acl: "GetBucketAcl",
     buckets.put_acl: "PutBucketAcl", buckets.get_location: "GetBucketLocation",
-    buckets.get_versioning: "GetBucketVersioning", buckets.put_versioning:
-    "PutBucketVersioning", buckets.create: "CreateBucket", buckets.head: "HeadBucket",
-    buckets.delete: "DeleteBucket", listing.list_versions: "ListObjectVersions",
-    listing.list_objects: "ListObjects", multipart.list_uploads: "ListMultipartUploads",
-    objects.delete_many: "DeleteObjects", objects.get_acl: "GetObjectAcl",
-    objects.put_acl: "PutObjectAcl", multipart.copy_part: "UploadPartCopy",
-    multipart.upload_part: "UploadPart", objects.copy: "CopyObject", objects.put: "PutObject",
-    multipart.list_parts: "ListParts", objects.get: "GetObject", objects.head: "HeadObject",
-    multipart.abort: "AbortMultipartUpload", objects.delete: "DeleteObject",
-    multipart.create: "CreateMultipartUpload", multipart.complete: "CompleteMultipartUpload",
+    buckets.get_versioning: "GetBucketVersioning",
+    buckets.put_versioning: "PutBucketVersioning", buckets.create: "CreateBucket",
+    buckets.head: "HeadBucket", buckets.delete: "DeleteBucket",
+    listing.list_objects: "ListObjects", listing.list_versions: "ListObjectVersions",
+    objects.put: "PutObject", objects.get: "GetObject", objects.head: "HeadObject",
+    objects.delete: "DeleteObject", objects.delete_many: "DeleteObjects",
+    objects.copy: "CopyObject", objects.get_acl: "GetObjectAcl",
+    objects.put_acl: "PutObjectAcl", multipart.create: "CreateMultipartUpload",
+    multipart.upload_part: "UploadPart", multipart.copy_part: "UploadPartCopy",
+    multipart.complete: "CompleteMultipartUpload", multipart.abort: "AbortMultipartUpload",
+    multipart.list_parts: "ListParts", multipart.list_uploads: "ListMultipartUploads",
 }
 
 
@@ -134,13 +137,15 @@ class S3App:
         self.credentials = credentials
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
-        request_id = secrets.token_hex(8).upper()
+        request_id = environ.get(REQUEST_ID_KEY) or new_request_id()     # lib/access.py
         started = time.monotonic()
         req = None
         try:
             req = Request(environ, self.config.s3_domain, request_id)
             req.auth = auth.authenticate(req, self.credentials)
-            response = _route(req)(self, req)
+            handler = _route(req)
+            environ[OPERATION_KEY] = _OPERATIONS.get(handler, "other")
+            response = handler(self, req)
         except BaseException as exc:            # noqa: BLE001 - every error is an answer
             response = self._error(exc, req, environ, request_id)
         headers = [("x-amz-request-id", request_id), ("x-amz-id-2", request_id),

@@ -25,6 +25,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 
 from lib.errors import DataServerError, NotEnoughDataServers, ObjectStoreError, SizeMismatch
 from lib.hashing import quote_hash
@@ -61,7 +62,7 @@ def counts_against_server(error: BaseException | None) -> bool:
 
 def run_parallel(calls) -> list:
     """Run ``(fn, *args)`` calls on the shard pool; results or exceptions, in order."""
-    futures = [_pool.submit(fn, *args) for fn, *args in calls]
+    futures = [_pool.submit(copy_context().run, fn, *args) for fn, *args in calls]
     results = []
     for future in futures:
         try:
@@ -116,7 +117,7 @@ class _ShardSender:
         self._replace = replace
         self._replay: list[bytes] | None = []
         self._ended = False
-        self.future: Future = _pool.submit(self._post)
+        self.future: Future = _pool.submit(copy_context().run, self._post)
 
     def _post(self) -> str:
         while True:

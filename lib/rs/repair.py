@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 
+from lib import metrics
 from lib.errors import NotEnoughDataServers, ObjectStoreError
 from lib.hashing import quote_hash
 from lib.locator import Locator
@@ -89,6 +90,18 @@ def repair_object(client: DataServerClient, registry: DataServerRegistry, locato
     :raises NotEnoughDataServers: fewer than DATA_SHARDS good shards are left (the object
         cannot be repaired now), or no live data server can take a rebuilt shard.
     """
+    metrics.REPAIRS.labels("started").inc()
+    try:
+        rebuilt = _repair_object(client, registry, locator, hash_, size, damaged)
+    except BaseException:
+        metrics.REPAIRS.labels("failed").inc()
+        raise
+    metrics.REPAIRS.labels("done").inc()
+    return rebuilt
+
+
+def _repair_object(client: DataServerClient, registry: DataServerRegistry, locator: Locator,
+                   hash_: str, size: int, damaged: dict[int, str]) -> dict[int, str]:
     locator.forget(hash_)
     copies = locator.locate_copies(hash_)
     retired = {(i, a) for i, a in damaged.items() if a in copies.get(i, ())}

@@ -36,6 +36,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 
 from lib.errors import (Conflict, DataServerError, HashMismatch,
                         NotEnoughDataServers, ObjectNotFound, ObjectStoreError, SizeMismatch)
@@ -371,8 +372,8 @@ class _ShardAppender:
     def _put(self, item: bytes | None) -> bool:
         if self._future is None:
             offset = self.start * layout.full_record_size()
-            self._future = _pool.submit(self.temps.append_temp, self.address, self.uuid, offset,
-                                        self._records())
+            self._future = _pool.submit(copy_context().run, self.temps.append_temp,
+                                        self.address, self.uuid, offset, self._records())
         while self.error is None:
             if self._future.done():
                 self._collect()
