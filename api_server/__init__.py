@@ -70,7 +70,7 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
                      exchanges=(config.api_exchange, config.data_exchange))
     track_data_servers(bus, config, registry)
     locator = Locator(bus, config, registry)
-    client = client or DataServerClient(config.http_timeout)
+    client = client or DataServerClient.from_config(config)
     tasks = TaskPublisher(bus, TaskQueues.from_config(config),
                           check_interval=config.heartbeat_interval)
     repairs = Repairs(client, registry, locator, tasks)

@@ -1,7 +1,8 @@
 """Data server: stores shards on one disk and answers locates for them.
 
 ``create_app`` builds the Flask app inside a gunicorn worker: it rebuilds the ObjectIndex from
-``STORAGE_ROOT/objects``, then (unless a test passes ``bus=None``) starts the RabbitMQ thread
+``STORAGE_ROOT/objects``, puts the gate (``data_server/gate.py``: cluster members only) in
+front of every route, then (unless a test passes ``bus=None``) starts the RabbitMQ thread
 that sends heartbeats, answers locates and expires abandoned temp objects.
 """
 from __future__ import annotations
@@ -13,8 +14,10 @@ from flask import Flask, jsonify
 
 from data_server import errors, heartbeat, locate, objects, tails, temp
 from data_server.fastpath import FastPath
+from data_server.gate import ClusterGate
 from data_server.index import ObjectIndex
 from data_server.storage import Storage
+from lib.clustermac import ClusterMac
 from lib.config import Config
 from lib.rabbitmq import Bus
 from lib.webapp import create_flask_app
@@ -49,7 +52,8 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     app.register_blueprint(objects.bp)
     app.register_blueprint(temp.bp)
     app.register_blueprint(tails.bp)
-    app.wsgi_app = FastPath(node, app.wsgi_app)
+    app.wsgi_app = ClusterGate(FastPath(node, app.wsgi_app), ClusterMac.from_config(config),
+                               config.data_reads_open)
 
     @app.get("/health")
     def health():

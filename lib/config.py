@@ -42,6 +42,13 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 def _address(environ: Mapping[str, str], name: str, default: str | None) -> str:
     raw = environ.get(name) or default
     if not raw:
@@ -119,6 +126,10 @@ class Config:
     multipart_ttl: float = 7 * 24 * 3600.0
     #: Bearer token of the management API (/api/v1/); empty: that API answers 403.
     admin_token: str = ""
+    #: Seconds a data server accepts a request's Cluster-Mac time away from its own clock.
+    cluster_mac_skew: float = 300.0
+    #: Data servers serve GET/HEAD without a Cluster-Mac (writes always need one).
+    data_reads_open: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -166,6 +177,8 @@ class Config:
             min_part_size=_int(environ, "S3_MIN_PART_SIZE", cls.min_part_size, minimum=1),
             multipart_ttl=_float(environ, "MULTIPART_TTL", cls.multipart_ttl),
             admin_token=environ.get("ADMIN_TOKEN") or "",
+            cluster_mac_skew=_float(environ, "CLUSTER_MAC_SKEW", cls.cluster_mac_skew),
+            data_reads_open=_flag(environ, "DATA_READS_OPEN"),
         )
 
     def require_storage_root(self) -> Path:

@@ -54,7 +54,7 @@ class ClusterView:
                        exchanges=(config.api_exchange, config.data_exchange))
         track_data_servers(self.bus, config, self.registry)
         self.locator = Locator(self.bus, config, self.registry)
-        self.client = DataServerClient(config.http_timeout)
+        self.client = DataServerClient.from_config(config)
 
     def start(self) -> "ClusterView":
         self.bus.start()
