@@ -3,7 +3,8 @@ layer (``lib/objects``).
 
 ``create_app`` runs inside each gunicorn worker: it opens the metadata store, starts the
 RabbitMQ thread (heartbeats in, locates out), builds the object layer over the erasure-coded
-content store, and registers the book API's blueprints.  Tests pass their own collaborators
+content store, and registers the book API's blueprints.  gunicorn lets the worker take requests only after
+``ApiServer.wait_ready`` (``lib/server.py``).  Tests pass their own collaborators
 (``metadata``, ``bus``, ``registry``, ``client``).
 
 Deferred work goes to the durable task queue (``lib/tasks.py``) for ``scripts.worker``:
@@ -20,7 +21,7 @@ from flask import Flask, jsonify
 from api_server import admin, errors, locate, objects, uploads, versions
 from lib.config import Config
 from lib.locator import Locator
-from lib.membership import track_data_servers
+from lib.membership import track_data_servers, wait_for_data_servers
 from lib.metadata import ENABLED, MetadataStore, Version, open_store
 from lib.objects import Multipart, ObjectLayer
 from lib.objects.erasure import ErasureContentStore
@@ -32,6 +33,10 @@ from lib.tasks import Task, TaskPublisher, TaskQueues
 from lib.webapp import create_flask_app
 
 log = logging.getLogger(__name__)
+
+#: Seconds beyond one heartbeat interval a new worker waits for the bus and the data servers
+#: before it takes requests anyway.
+READY_SLACK = 2.0
 
 
 @dataclasses.dataclass
@@ -48,6 +53,16 @@ class ApiServer:
     bus: Bus
     repairs: Repairs
     tasks: TaskPublisher | None = None
+
+    def wait_ready(self) -> None:
+        """Wait, a bounded time, until connected to RabbitMQ and the data servers have
+        answered the ping sent on connecting: a worker taking requests earlier answers 503
+        (issue 11.2)."""
+        live = wait_for_data_servers(self.bus, self.registry, 1,
+                                     self.config.heartbeat_interval + READY_SLACK)
+        log.info("ready: %s RabbitMQ, %d live data server(s)",
+                 "connected to" if self.bus.connected.is_set() else "NOT connected to",
+                 len(live))
 
     def publish_stored(self, version: Version) -> None:
         """Queue the "object stored" event (best effort: an unreachable broker is logged,
@@ -116,4 +131,5 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
         api.metadata.close()
 
     app.extensions["tessera.stop"] = stop
+    app.extensions["tessera.ready"] = api.wait_ready
     return app

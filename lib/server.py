@@ -55,8 +55,11 @@ def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
     """Serve ``factory(config)`` on ``config.listen_address`` until SIGTERM/SIGINT."""
     configure_logging(config)
 
-    def post_worker_init(_worker) -> None:
+    def post_worker_init(worker) -> None:
         configure_logging(config)
+        ready = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("tessera.ready")
+        if ready is not None:
+            ready()             # before the worker accepts a connection (issue 11.2)
 
     _Gunicorn(lambda: factory(config), {
         "bind": [config.listen_address] + ([config.s3_listen_address]
