@@ -4,7 +4,8 @@ WSGI middleware in front of everything else (the fast path and Flask alike), so 
 can be added without it.  A request passes when its ``Cluster-Mac`` (``lib/clustermac.py``)
 authenticates its method and target; ``GET /health`` always passes (the cluster's tools and
 monitors poll it), and with ``DATA_READS_OPEN=1`` every GET and HEAD does.  Anything else is
-403 before a byte of its body is read, so a stranger changes nothing.
+403 before a byte of its body is read, so a stranger changes nothing, and the connection's
+read side is shut so that the server does not drain the body at the stranger's pace.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 from lib.clustermac import ENVIRON_KEY, ClusterMac
+from lib.pacing import refuse_body
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class ClusterGate:
             return self._app(environ, start_response)
         log.warning("403 %s %s from %s: %s", method, target[:200],
                     environ.get("REMOTE_ADDR"), problem)
+        refuse_body(environ)
         body = f"{problem}: data servers answer cluster members only\n".encode()
         start_response("403 Forbidden", [("Content-Type", "text/plain; charset=utf-8"),
                                          ("Content-Length", str(len(body)))])

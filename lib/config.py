@@ -130,6 +130,10 @@ class Config:
     cluster_mac_skew: float = 300.0
     #: Data servers serve GET/HEAD without a Cluster-Mac (writes always need one).
     data_reads_open: bool = False
+    #: Seconds a client may take to send a request head; an api server's request body must
+    #: then arrive within that plus one second per CLIENT_MIN_RATE bytes (0: no pace).
+    client_timeout: float = 10.0
+    client_min_rate: int = 16384
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -179,6 +183,8 @@ class Config:
             admin_token=environ.get("ADMIN_TOKEN") or "",
             cluster_mac_skew=_float(environ, "CLUSTER_MAC_SKEW", cls.cluster_mac_skew),
             data_reads_open=_flag(environ, "DATA_READS_OPEN"),
+            client_timeout=_float(environ, "CLIENT_TIMEOUT", cls.client_timeout),
+            client_min_rate=_int(environ, "CLIENT_MIN_RATE", cls.client_min_rate),
         )
 
     def require_storage_root(self) -> Path:

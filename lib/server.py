@@ -15,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.config import KNOWN_SETTINGS
 
 from lib.config import Config
+from lib.pacing import paced_worker
 
 #: Seconds a stopping server lets requests in flight finish.
 GRACEFUL_TIMEOUT = 20
@@ -66,7 +67,9 @@ def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
                                            if name == "api_server" and
                                            config.s3_listen_address else []),
         "workers": config.workers,
-        "worker_class": "gthread",
+        # Slow clients hold no thread while sending a head; api servers' bodies keep a pace.
+        "worker_class": paced_worker(config.client_timeout, config.client_min_rate
+                                     if name == "api_server" else 0),
         "threads": config.threads,
         "timeout": 60,
         "graceful_timeout": GRACEFUL_TIMEOUT,
