@@ -19,6 +19,7 @@ import logging
 from flask import Flask, jsonify
 
 from api_server import admin, errors, locate, objects, uploads, versions
+from lib import memory
 from lib.config import Config
 from lib.locator import Locator
 from lib.membership import track_data_servers, wait_for_data_servers
@@ -123,6 +124,8 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
     admin.install(app)
 
     if start_bus:
+        memory.limit_arenas()
+        api.bus.every(memory.TRIM_INTERVAL, memory.trim)
         api.bus.start()
 
     def stop() -> None:
