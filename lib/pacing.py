@@ -107,29 +107,44 @@ class PacedWorker(ThreadWorker):
         self._await_head(conn)
 
     def _await_head(self, conn) -> None:
+        """Take what has arrived at once (a kept-alive connection's next request usually has,
+        whole: it then goes to a thread without another turn of the poller); else watch it."""
         conn.sock.idle()
         conn.sock.setblocking(False)
         conn.head = bytearray()
         conn.head_deadline = time.monotonic() + self.head_timeout
-        self._heads.append(conn)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_head, conn))
+        if not self._take_head(conn):
+            self._heads.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ,
+                                 partial(self._read_head, conn))
 
     def _read_head(self, conn, _sock) -> None:
+        if self._take_head(conn, watched=True):
+            self._heads.remove(conn)
+
+    def _take_head(self, conn, watched: bool = False) -> bool:
+        """Read what has arrived; True when the connection is done with the poller: its head
+        is complete (handed to a thread) or it was closed."""
         try:
             data = conn.sock.recv(_RECV)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
-        if not data:
-            self._drop_head(conn)
-            return
-        conn.head += data
-        if b"\r\n\r\n" in conn.head or b"\n\n" in conn.head or len(conn.head) > MAX_HEAD:
+        if data:
+            conn.head += data
+            if b"\r\n\r\n" not in conn.head and b"\n\n" not in conn.head \
+                    and len(conn.head) <= MAX_HEAD:
+                return False
+        if watched:
             self.poller.unregister(conn.sock)
-            self._heads.remove(conn)
+        if data:
             conn.data_ready = True
             self.enqueue_req(conn)
+        else:
+            self.nr_conns -= 1
+            conn.close()
+        return True
 
     def _drop_head(self, conn) -> None:
         self.poller.unregister(conn.sock)
