@@ -18,7 +18,8 @@ import logging
 
 from flask import Flask, jsonify
 
-from api_server import admin, errors, locate, objects, uploads, versions
+from api_server import admin, book_token, console, errors, locate, objects, uploads, versions
+from api_server.faults import ApiFaults, wrap_book
 from lib import memory
 from lib.config import Config
 from lib.locator import Locator
@@ -26,6 +27,7 @@ from lib.membership import track_data_servers, wait_for_data_servers
 from lib.metadata import ENABLED, MetadataStore, Version, open_store
 from lib.objects import Multipart, ObjectLayer
 from lib.objects.erasure import ErasureContentStore
+from lib.objects.origin import OriginLayer
 from lib.objects.repairs import Repairs
 from lib.objectstream import DataServerClient
 from lib.rabbitmq import Bus
@@ -54,6 +56,7 @@ class ApiServer:
     bus: Bus
     repairs: Repairs
     tasks: TaskPublisher | None = None
+    faults: ApiFaults | None = None
 
     def wait_ready(self) -> None:
         """Wait, a bounded time, until connected to RabbitMQ and the data servers have
@@ -81,10 +84,14 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
     """The api worker's collaborators, wired (the bus not started)."""
     metadata = metadata or open_store(config)
     metadata.ensure_bucket(config.book_bucket, versioning=ENABLED)
+    faults = ApiFaults(config, metadata)
+    metadata = faults.wrap_metadata(metadata)
     registry = registry or DataServerRegistry(config.server_ttl)
     bus = bus or Bus(config.rabbitmq_server, f"api-{config.listen_address}",
-                     exchanges=(config.api_exchange, config.data_exchange))
+                     exchanges=(config.api_exchange, config.data_exchange,
+                                config.faults_exchange))
     track_data_servers(bus, config, registry)
+    faults.attach(bus, config)
     locator = Locator(bus, config, registry)
     client = client or DataServerClient.from_config(config)
     tasks = TaskPublisher(bus, TaskQueues.from_config(config),
@@ -92,8 +99,9 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
     repairs = Repairs(client, registry, locator, tasks)
     contents = ErasureContentStore(config, client, registry, locator, repairs)
     layer = ObjectLayer(metadata, contents)
-    api = ApiServer(config, layer, Multipart(layer, config.min_part_size), metadata, registry,
-                    locator, client, bus, repairs, tasks)
+    api = ApiServer(config, OriginLayer.from_config(layer, config),
+                    Multipart(layer, config.min_part_size), metadata, registry,
+                    locator, client, bus, repairs, tasks, faults)
     layer.on_stored = api.publish_stored
     return api
 
@@ -116,12 +124,18 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
                        data_servers=len(api.registry.live()), metadata=api.metadata.check(),
                        rabbitmq=api.bus.connected.is_set())
 
+    app.wsgi_app = wrap_book(app.wsgi_app, api.faults)
     if config.s3_listen_address:
         from api_server.s3 import ByListener, create_s3_app
+        from api_server.s3.faults import wrap as wrap_s3
 
-        app.wsgi_app = ByListener(app.wsgi_app, create_s3_app(api), config.s3_listen_address)
+        app.wsgi_app = ByListener(app.wsgi_app, wrap_s3(create_s3_app(api), api.faults.engine,
+                                                        config.s3_domain),
+                                  config.s3_listen_address)
 
     admin.install(app)
+    book_token.install(app)
+    console.install(app)
 
     if start_bus:
         memory.limit_arenas()

@@ -133,8 +133,7 @@ def get_object(name: str) -> Response:
         raise NoSuchKey(f"no object {name!r}" + (f" version {number}" if number else "")) \
             from None
     version = reader.version
-    headers = {"Accept-Ranges": "bytes", "Version": str(version.number),
-               "ETag": book_etag(version), "Vary": "Accept-Encoding",
+    headers = {"Accept-Ranges": "bytes", **_version_headers(version), "Vary": "Accept-Encoding",
                "Content-Length": str(reader.length)}
     if reader.partial:
         headers["Content-Range"] = content_range(reader.first, reader.last, version.size)
@@ -156,8 +155,7 @@ def get_object(name: str) -> Response:
 def _head(api, name: str, number: int | None) -> Response:
     """HEAD reads metadata only: no shard is opened (ranges resolved against the size)."""
     version = api.layer.head(api.config.book_bucket, name, number=number)
-    headers = {"Accept-Ranges": "bytes", "Version": str(version.number),
-               "ETag": book_etag(version), "Vary": "Accept-Encoding",
+    headers = {"Accept-Ranges": "bytes", **_version_headers(version), "Vary": "Accept-Encoding",
                "Content-Length": str(version.size)}
     span = parse_range(request.headers.get("Range"), version.size)
     if span is not None:
@@ -169,6 +167,14 @@ def _head(api, name: str, number: int | None) -> Response:
                         mimetype="application/octet-stream")
     response.headers.update(headers)          # after the body: its length is not ours
     return response
+
+
+def _version_headers(version: Version) -> dict[str, str]:
+    """Version and ETag; a miss answered from the bucket's origin has neither yet (it gets
+    them when stored, ``lib/objects/origin.py``) unless the origin declared its hash."""
+    if not version.number:
+        return {"ETag": f'"{version.hash}"'} if version.hash else {}
+    return {"Version": str(version.number), "ETag": book_etag(version)}
 
 
 def _chain(head: bytes, body):

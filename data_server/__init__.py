@@ -12,7 +12,7 @@ import logging
 
 from flask import Flask, jsonify
 
-from data_server import errors, heartbeat, locate, objects, tails, temp
+from data_server import errors, faults, heartbeat, inspect, locate, objects, tails, temp
 from data_server.fastpath import FastPath
 from data_server.gate import ClusterGate
 from data_server.index import ObjectIndex
@@ -44,16 +44,20 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     log.info("indexed %d shard(s) under %s", len(index), storage.root)
     if bus is _DEFAULT:
         bus = Bus(config.rabbitmq_server, f"data-{config.listen_address}",
-                  exchanges=(config.api_exchange, config.data_exchange))
+                  exchanges=(config.api_exchange, config.data_exchange,
+                             config.faults_exchange))
     node = Node(config, storage, index, bus)
+    engine = faults.make_engine(config)
 
     app = create_flask_app(__name__, errors.STATUS)
     app.extensions["tessera.node"] = node
     app.register_blueprint(objects.bp)
     app.register_blueprint(temp.bp)
     app.register_blueprint(tails.bp)
-    app.wsgi_app = ClusterGate(FastPath(node, app.wsgi_app), ClusterMac.from_config(config),
-                               config.data_reads_open)
+    app.register_blueprint(inspect.bp)
+    app.wsgi_app = ClusterGate(faults.wrap(FastPath(node, app.wsgi_app), node, engine),
+                               ClusterMac.from_config(config), config.data_reads_open)
+    app.extensions["tessera.faults"] = engine
 
     @app.get("/health")
     def health():
@@ -61,8 +65,9 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
                        shards=len(index), rabbitmq=bool(bus and bus.connected.is_set()))
 
     if bus is not None:
-        heartbeat.install(bus, config)
-        locate.install(bus, config, index)
+        faults.attach(bus, config, engine)
+        heartbeat.install(bus, config, engine)
+        locate.install(bus, config, index, engine)
         sweep = min(TEMP_SWEEP_INTERVAL, config.temp_ttl)
         bus.every(sweep, lambda: storage.expire_temps(config.temp_ttl))
         bus.every(sweep, lambda: tails.expire(storage, config.temp_ttl))

@@ -149,6 +149,35 @@ class Storage:
         except FileNotFoundError:
             return None
 
+    def _owns_shard_file(self, path: Path) -> bool:
+        """Whether ``path`` is a committed shard file directly in this root's objects/."""
+        path = Path(path)
+        return path.parent.resolve() == self.objects.resolve() and \
+            parse_object_file(path.name) is not None and path.is_file()
+
+    def corrupt_shard_file(self, path: Path) -> bool:
+        """Fault injection: flip one byte in the middle of a shard file of this root, so
+        its record's CRC fails.  False (nothing touched) for any other path."""
+        if not self._owns_shard_file(path):
+            return False
+        with open(path, "r+b") as f:
+            f.seek(0, os.SEEK_END)
+            middle = f.tell() // 2
+            f.seek(middle)
+            byte = f.read(1)
+            if not byte:
+                return False
+            f.seek(middle)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        return True
+
+    def delete_shard_file(self, path: Path) -> bool:
+        """Fault injection: remove a shard file of this root (False for any other path)."""
+        if not self._owns_shard_file(path):
+            return False
+        Path(path).unlink(missing_ok=True)
+        return True
+
     # -- temp objects ------------------------------------------------------------------------
     def _info_path(self, uuid: str) -> Path:
         if not _UUID.match(uuid):

@@ -126,6 +126,29 @@ class Config:
     multipart_ttl: float = 7 * 24 * 3600.0
     #: Bearer token of the management API (/api/v1/); empty: that API answers 403.
     admin_token: str = ""
+    #: The book bucket's third-party origin, a URL template (``https://host/path/{key}``):
+    #: a GET or HEAD of a missing key asks it (other buckets' origins: the management API).
+    origin_url: str = ""
+    #: Seconds to connect to an origin, and for each read from it.
+    origin_connect_timeout: float = 5.0
+    origin_read_timeout: float = 30.0
+    #: Largest object fetched from an origin (bytes).
+    origin_max_size: int = 5 << 30
+    #: Seconds an origin's 404 is remembered (no origin request for that key meanwhile).
+    origin_negative_ttl: float = 60.0
+    #: Consecutive origin failures that open its circuit breaker, and seconds it stays open.
+    origin_breaker_failures: int = 5
+    origin_breaker_reset: float = 30.0
+    #: Redirects of an HTTP(S) origin followed for one request.
+    origin_max_redirects: int = 5
+    #: PEM file of certificate authorities HTTPS origins may be signed by, besides the system's.
+    origin_ca_file: Path | None = None
+    #: Bearer token the book API's writes and deletes need; empty: the book API is open.
+    book_api_token: str = ""
+    #: Fanout exchange carrying fault rules and injected-fault events (tests use their own).
+    faults_exchange: str = "faults"
+    #: Seconds between an api worker's re-reads and broadcasts of the fault rules.
+    faults_sync_interval: float = 10.0
     #: Seconds a data server accepts a request's Cluster-Mac time away from its own clock.
     cluster_mac_skew: float = 300.0
     #: Data servers serve GET/HEAD without a Cluster-Mac (writes always need one).
@@ -181,6 +204,24 @@ class Config:
             min_part_size=_int(environ, "S3_MIN_PART_SIZE", cls.min_part_size, minimum=1),
             multipart_ttl=_float(environ, "MULTIPART_TTL", cls.multipart_ttl),
             admin_token=environ.get("ADMIN_TOKEN") or "",
+            origin_url=environ.get("ORIGIN_URL") or "",
+            origin_connect_timeout=_float(environ, "ORIGIN_CONNECT_TIMEOUT",
+                                          cls.origin_connect_timeout),
+            origin_read_timeout=_float(environ, "ORIGIN_READ_TIMEOUT", cls.origin_read_timeout),
+            origin_max_size=_int(environ, "ORIGIN_MAX_SIZE", cls.origin_max_size),
+            origin_negative_ttl=_float(environ, "ORIGIN_NEGATIVE_TTL", cls.origin_negative_ttl),
+            origin_breaker_failures=_int(environ, "ORIGIN_BREAKER_FAILURES",
+                                         cls.origin_breaker_failures, minimum=1),
+            origin_breaker_reset=_float(environ, "ORIGIN_BREAKER_RESET",
+                                        cls.origin_breaker_reset),
+            origin_max_redirects=_int(environ, "ORIGIN_MAX_REDIRECTS",
+                                      cls.origin_max_redirects),
+            origin_ca_file=(Path(environ["ORIGIN_CA_FILE"])
+                            if environ.get("ORIGIN_CA_FILE") else None),
+            book_api_token=environ.get("BOOK_API_TOKEN") or "",
+            faults_exchange=environ.get("FAULTS_EXCHANGE") or cls.faults_exchange,
+            faults_sync_interval=_float(environ, "FAULTS_SYNC_INTERVAL",
+                                        cls.faults_sync_interval),
             cluster_mac_skew=_float(environ, "CLUSTER_MAC_SKEW", cls.cluster_mac_skew),
             data_reads_open=_flag(environ, "DATA_READS_OPEN"),
             client_timeout=_float(environ, "CLIENT_TIMEOUT", cls.client_timeout),

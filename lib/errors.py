@@ -173,11 +173,16 @@ class ContentGone(ObjectStoreError):
 
 
 class DataServerError(ObjectStoreError):
-    """A data server failed or answered something unexpected."""
+    """A data server failed or answered something unexpected.
 
-    def __init__(self, message: str, address: str):
+    ``status`` is the HTTP status it answered with, None when it gave no answer (refused
+    or broke the connection, timed out, sent something that is not HTTP).
+    """
+
+    def __init__(self, message: str, address: str, status: int | None = None):
         super().__init__(f"{address}: {message}")
         self.address = address
+        self.status = status
 
 
 class Refused(DataServerError):
@@ -194,3 +199,30 @@ class Forbidden(ObjectStoreError):
 
 class Conflict(ObjectStoreError):
     """Another request is changing the same thing right now (e.g. one resumable upload)."""
+
+
+class OriginError(ObjectStoreError):
+    """A bucket's third-party origin could not give a missing object (the message names the
+    origin); each subclass is one way it failed."""
+
+
+class OriginNotFound(OriginError, ObjectNotFound):
+    """The origin has no such object either (404), remembered for ORIGIN_NEGATIVE_TTL."""
+
+
+class OriginUnavailable(OriginError):
+    """The origin failed: refused, a 5xx or another unexpected status, a body that ended early
+    or failed its length or checksum, an object larger than ORIGIN_MAX_SIZE (502)."""
+
+
+class OriginTooLarge(OriginUnavailable):
+    """The origin's object is larger than ORIGIN_MAX_SIZE (not a failure of the origin: its
+    circuit breaker does not count it)."""
+
+
+class OriginTimeout(OriginError):
+    """The origin did not connect or answer within its timeouts (504)."""
+
+
+class OriginCircuitOpen(OriginError):
+    """The origin failed too often lately; it is not asked until the breaker resets (503)."""

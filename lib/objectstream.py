@@ -117,7 +117,7 @@ class DataServerClient:
         if response.status == 404:
             raise ObjectNotFound(f"{address}: {what}: 404 {text}")
         error = Refused if 400 <= response.status < 500 else DataServerError
-        raise error(f"{what}: {response.status} {text}", address)
+        raise error(f"{what}: {response.status} {text}", address, response.status)
 
     def _outcome(self, call: tuple, response: Response | Exception, stream: bool,
                  then: Callable[[Response], object]):
@@ -271,6 +271,19 @@ class DataServerClient:
         """Move ``<hash>`` or ``<hash>.<i>`` to the data server's garbage/."""
         response = self._request("DELETE", address, f"/objects/{quoted_name}")
         self._check(response, address, f"DELETE /objects/{quoted_name}")
+
+    # -- inspection: the management API (api_server/admin/inspect.py) -------------------------
+    def stats(self, address: str) -> dict:
+        """``GET /stats``: shards, bytes, disk_free, disk_total, corrupt_shards."""
+        return self._json("GET", address, "/stats")
+
+    def verify_shard(self, address: str, quoted_name: str) -> bool | None:
+        """Whether ``address`` holds shard ``quoted_name`` intact (read in full and checked
+        there); None when it does not hold it."""
+        try:
+            return bool(self._json("GET", address, f"/verify/{quoted_name}").get("verified"))
+        except ObjectNotFound:
+            return None
 
     # -- maintenance: orphan collection (lib/collector.py) -----------------------------------
     def _json(self, method: str, address: str, path: str) -> dict:

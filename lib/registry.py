@@ -1,8 +1,8 @@
 """DataServerRegistry: which data servers are alive, as heartbeats and failures tell.
 
 A server is live from its latest heartbeat until ``ttl`` seconds of silence (the book's 10 s),
-until it announces its departure, or until a request to it fails (``forget``): then it is
-skipped at once (BOOK W3) and re-admitted by its next heartbeat.
+until it announces its departure, or until a shard upload to it gets no answer (``forget``):
+then it is skipped at once (BOOK W3) and re-admitted by its next heartbeat.
 """
 from __future__ import annotations
 
@@ -22,13 +22,16 @@ class DataServerRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
+        #: The latest heartbeat of every server ever seen, live or not (the management API
+        #: lists the ones that went silent as down).
+        self._heard: dict[str, float] = {}
         self._random = random.SystemRandom()
 
     def seen(self, address: str) -> None:
         with self._lock:
             if address not in self._seen:
                 log.info("data server %s joined", address)
-            self._seen[address] = self._clock()
+            self._seen[address] = self._heard[address] = self._clock()
 
     def forget(self, address: str, why: str) -> None:
         with self._lock:
@@ -43,6 +46,12 @@ class DataServerRegistry:
                 del self._seen[address]
                 log.warning("data server %s expired: no heartbeat for %.0fs", address, self._ttl)
             return sorted(self._seen)
+
+    def heard(self) -> dict[str, float]:
+        """Seconds since the latest heartbeat of every server ever seen, live or not."""
+        now = self._clock()
+        with self._lock:
+            return {a: now - t for a, t in self._heard.items()}
 
     def choose(self, n: int, exclude: Iterable[str] = ()) -> list[str]:
         """Up to ``n`` distinct random live servers not in ``exclude``."""

@@ -8,6 +8,9 @@
   (:func:`lib.collector.collect_hash`).
 * ``stored``: the "object stored" hook: logged, and POSTed as JSON to ``STORED_HOOK_URL``
   when that is set; a hook that does not answer 2xx fails the task, which is retried.
+* ``prefetch``: store a key from its bucket's origin unless it is there
+  (:func:`lib.objects.prefetch.run`, through an object layer of the worker's own); an origin
+  failure is retried, a 404 is recorded and done.
 
 Every handler is idempotent: a task may run twice (a worker killed after the work but before
 its acknowledgement), never zero times.
@@ -22,9 +25,13 @@ import urllib.request
 from lib.collector import collect_hash
 from lib.config import Config
 from lib.membership import ClusterView
-from lib.metadata import MetadataStore
+from lib.metadata import MetadataStore, Version
+from lib.objects import ObjectLayer, prefetch
+from lib.objects.erasure import ErasureContentStore
+from lib.objects.origin import OriginLayer
+from lib.objects.repairs import Repairs
 from lib.rs.repair import repair_object
-from lib.tasks import PermanentFailure, Task
+from lib.tasks import PermanentFailure, Task, TaskPublisher, TaskQueues
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ class TaskRunner:
         self._config = config
         self._metadata = metadata
         self._cluster = cluster
+        self._origin_layer: OriginLayer | None = None
 
     def run(self, task: Task) -> None:
         handler = getattr(self, f"_run_{task.kind}", None)
@@ -67,6 +75,28 @@ class TaskRunner:
         url = self._config.stored_hook_url
         if url:
             post_json(url, event, self._config.http_timeout)
+
+
+    def _run_prefetch(self, task: Task) -> None:
+        last = task.attempt + 1 >= self._config.task_max_attempts
+        prefetch.run(self._origins(), self._metadata, task, last)
+
+    def _origins(self) -> OriginLayer:
+        """The worker's own object layer with fetch on miss (made at the first prefetch)."""
+        if self._origin_layer is None:
+            c = self._cluster
+            tasks = TaskPublisher(c.bus, TaskQueues.from_config(self._config),
+                                  check_interval=self._config.heartbeat_interval)
+            contents = ErasureContentStore(self._config, c.client, c.registry, c.locator,
+                                           Repairs(c.client, c.registry, c.locator, tasks))
+
+            def stored(v: Version) -> None:      # the same "object stored" event as a PUT's
+                tasks.publish(Task.stored(v.key, v.number, v.hash, v.size, v.bucket,
+                                          v.version_id))
+
+            layer = ObjectLayer(self._metadata, contents, on_stored=stored)
+            self._origin_layer = OriginLayer.from_config(layer, self._config)
+        return self._origin_layer
 
 
 def post_json(url: str, payload: dict, timeout: float) -> None:

@@ -33,7 +33,7 @@ from lib.rabbitmq import Bus, Outgoing
 
 log = logging.getLogger(__name__)
 
-KINDS = ("repair", "gc", "stored")
+KINDS = ("repair", "gc", "stored", "prefetch")
 #: Longest backoff, whatever the attempt (seconds).
 MAX_BACKOFF = 3600.0
 
@@ -55,6 +55,8 @@ class Task:
     * ``gc``: collect the shards of ``hash`` into garbage/ if no version references it any
       more, leaving shards younger than ``grace`` seconds alone.
     * ``stored``: version ``version`` of ``name`` (``hash``, ``size``) was stored.
+    * ``prefetch``: store key ``name`` of ``bucket`` from the bucket's origin unless it is
+      there (``lib/objects/prefetch.py``); ``job`` names the key record its state goes to.
     """
 
     kind: str
@@ -71,6 +73,7 @@ class Task:
     created: float = dataclasses.field(default_factory=time.time)
     #: Why the last attempt failed (set on retried and dead tasks).
     error: str = ""
+    job: str = ""
 
     @classmethod
     def repair(cls, hash_: str, size: int, damaged: dict[int, str] | None = None) -> "Task":
@@ -86,6 +89,10 @@ class Task:
         return cls("stored", hash_, size=size, name=name, version=version, bucket=bucket,
                    version_id=version_id)
 
+    @classmethod
+    def prefetch(cls, bucket: str, key: str, job: str) -> "Task":
+        return cls("prefetch", "", name=key, bucket=bucket, job=job)
+
     def to_dict(self) -> dict[str, object]:
         record: dict[str, object] = {"kind": self.kind, "id": self.id, "hash": self.hash,
                                      "attempt": self.attempt, "created": self.created}
@@ -98,6 +105,8 @@ class Task:
         if self.kind == "stored":
             record.update(name=self.name, version=self.version, bucket=self.bucket,
                           version_id=self.version_id)
+        if self.kind == "prefetch":
+            record.update(name=self.name, bucket=self.bucket, job=self.job)
         if self.error:
             record["error"] = self.error
         return record
@@ -116,7 +125,7 @@ class Task:
             raise MalformedTask(f"not a task: {body[:100]!r}")
         kind = raw["kind"]
         try:     # a stored multipart object has parts, no hash of its own
-            hash_ = "" if kind == "stored" and raw.get("hash") == "" else \
+            hash_ = "" if kind in ("stored", "prefetch") and raw.get("hash") == "" else \
                 validate_hash(raw.get("hash"))
         except InvalidHash as exc:
             raise MalformedTask(f"{kind} task: {exc}") from None
@@ -143,11 +152,18 @@ class Task:
                     fields[key] = raw[key]
             if fields["version"] < 1:
                 raise MalformedTask(f"stored task with version {fields['version']}")
+        if kind == "prefetch":
+            for key in ("name", "bucket", "job"):
+                if not isinstance(raw.get(key), str) or not raw[key]:
+                    raise MalformedTask(f"prefetch task without a {key}: {body[:100]!r}")
+                fields[key] = raw[key]
         return cls(kind, hash_, **fields)  # type: ignore[arg-type]
 
     def describe(self) -> str:
         if self.kind == "stored":
             return f"stored {self.name!r} v{self.version} ({self.hash})"
+        if self.kind == "prefetch":
+            return f"prefetch {self.bucket}/{self.name!r}"
         return f"{self.kind} {self.hash}"
 
 

@@ -10,6 +10,12 @@ loopback with per-run exchange names, runs the workloads one after another, and 
 what it started, deletes its exchanges and removes its temp directory, even on error or Ctrl-C.
 Object bodies are generated in 1 MiB chunks and never held whole in memory.  Only the standard
 library and the repository's own modules are used, and every byte goes to 127.x.y.z.
+
+The other groups (``--only``; issues 12, 13, 14, 18) put numbers next to the ones they must be
+compared with, in the same run, because this machine is shared: S3 through boto3 (the test
+extra) next to the book API, multipart next to a single PUT, a second cluster on PostgreSQL
+next to SQLite, conditional PUTs next to plain ones, and optionally moto's S3 server as a peer.
+A multipart part (at most --part-mib, 8 at once) is the one body held whole, as boto3 sends it.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import dataclasses
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import math
 import multiprocessing
@@ -28,12 +35,15 @@ import platform
 import random
 import shutil
 import signal
+import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -56,8 +66,10 @@ SCALE_LEVELS = (("scale_1k", 1_000), ("scale_100k", 100_000))
 #: One incompressible block; every chunk of every body is it with a distinct 16-byte prefix.
 _BLOCK = random.Random(6).randbytes(CHUNK)
 
-FULL = {"large_mib": 256, "large_count": 3, "small_seconds": 15.0, "samples": 200}
-QUICK = {"large_mib": 64, "large_count": 2, "small_seconds": 4.0, "samples": 50}
+FULL = {"large_mib": 256, "large_count": 3, "small_seconds": 15.0, "samples": 200,
+        "multipart_mib": 256, "part_mib": 16, "complete_parts": 1000, "list_keys": 100_000}
+QUICK = {"large_mib": 64, "large_count": 2, "small_seconds": 4.0, "samples": 50,
+         "multipart_mib": 64, "part_mib": 8, "complete_parts": 1000, "list_keys": 2_000}
 
 EPILOG = f"""\
 workloads, in order (MB means MiB, 2**20 bytes; latencies are per request):
@@ -78,9 +90,35 @@ workloads, in order (MB means MiB, 2**20 bytes; latencies are per request):
                           then 100,000 names preloaded into the cluster's SQLite through
                           MetadataStore, on top of the objects stored earlier (not --quick)
 
+groups (--only, comma-separated; each group runs in this order, on the same cluster):
+  book                    the workloads above (the default)
+  s3                      book_put/get_4k and _1m, then s3_put/get_4k and _1m: {SMALL_SIZE} B
+                          and 1 MiB objects, distinct content, through the book API and
+                          through boto3 on the S3 listener, concurrent clients, fixed duration;
+                          with --peer moto also moto_put/get_*, against the same boto3 code
+  list                    list_keys / list_prefixes: one ListObjectsV2 page of 1,000 keys and
+                          one of 1,000 CommonPrefixes (delimiter /), one client, in a bucket
+                          of --list-keys keys written straight to the metadata; a presigned
+                          URL fetched raw (boto3's XML parsing is not timed)
+  multipart               mp_book_put (book large PUT), mp_single_put (S3 PutObject),
+                          mp_multipart_put (parts of --part-mib, 8 at once), GETs of the
+                          single and multipart objects, and mp_complete: the latency of
+                          CompleteMultipartUpload of --complete-parts 1 KiB parts alone
+  pg                      a second cluster on PostgreSQL (127.0.0.1:5432, database test, a
+                          schema of its own, dropped at the end): sqlite_ / pg_small_put and
+                          small_get (3 turns on each, alternating, after an untimed
+                          second), list_keys, list_prefixes
+  cond                    cond_book_put / _none_match / _match and cond_s3_*: plain {SMALL_SIZE} B
+                          PUTs, If-None-Match: * PUTs of new keys, If-Match read-modify-write
+                          PUTs of one key per client, through both APIs
+  The cluster's S3_MIN_PART_SIZE is 1 KiB (for mp_complete's parts).
+
 ratios compare with the baseline doing the same transfer: large_put with baseline_upload,
 large_get and degraded_get with baseline_download, small and scale workloads with
-baseline_small_put / baseline_small_get.
+baseline_small_put / baseline_small_get.  In the groups a ratio compares with the row
+measured the same way just before: S3 with the book API, moto with Tessera's S3, multipart and
+S3 single PUT with book large PUT, multipart GET with single-PUT GET, pg with sqlite,
+conditional with plain.  It is a ratio of MB/s, or of ops/s where no bytes move.
 
 api RSS: VmHWM (lifetime peak) of the api server's gunicorn master and workers after each
 workload; api_peak_rss_mb is the value after the large and degraded workloads.
@@ -91,7 +129,7 @@ per operation) per workload (mbps only where bytes move, ratio only where a base
 applies, rss and cpu only for cluster workloads), api_peak_rss_mb, cluster_log_errors (ERROR lines and tracebacks in
 the cluster's logs), and the run's settings and machine: cpu_count, python_version, platform,
 loadavg_start, loadavg_end, large_object_mib, large_count, small_object_bytes, clients,
-small_seconds, latency_samples, quick, total_seconds.
+small_seconds, latency_samples, quick, groups, peer, total_seconds.
 
 Progress goes to stderr; with --json stdout carries only the JSON object.  Exit status is 0 on
 success, 1 when a workload or the cluster fails (the cluster log tails are printed), 130 on
@@ -145,12 +183,14 @@ class Client:
         self._conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
 
     def put(self, path: str, chunks: Iterable[bytes | memoryview], size: int,
-            digest: str | None = None) -> None:
+            digest: str | None = None, headers: dict[str, str] | None = None) -> None:
         conn = self._conn
         conn.putrequest("PUT", path, skip_accept_encoding=True)
         conn.putheader("Content-Length", str(size))
         if digest is not None:
             conn.putheader("Digest", f"SHA-256={digest}")
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
         conn.endheaders()
         try:
             for chunk in chunks:
@@ -179,8 +219,11 @@ class Client:
         return size
 
     def get_json(self, path: str) -> dict:
+        return json.loads(self.get_body(path))
+
+    def get_body(self, path: str) -> bytes:
         self._conn.request("GET", path)
-        return json.loads(self._read(self._conn.getresponse(), f"GET {path}"))
+        return self._read(self._conn.getresponse(), f"GET {path}")
 
     def close(self) -> None:
         self._conn.close()
@@ -270,10 +313,11 @@ def log_errors(cluster: Cluster) -> int:
 
 
 @contextlib.contextmanager
-def running_cluster(port: int, keep_root: bool) -> Iterator[Cluster]:
+def running_cluster(port: int, keep_root: bool, env: dict | None = None) -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     cluster = Cluster(root, port=port, data_servers=DATA_SERVERS, api_servers=1,
-                      exchange_suffix=f".bench-{os.getpid()}-{time.time_ns()}")
+                      exchange_suffix=f".bench-{os.getpid()}-{time.time_ns()}",
+                      env={"S3_MIN_PART_SIZE": "1024", **(env or {})})
     try:
         progress(f"starting cluster on port {port} in {root}")
         cluster.start()
@@ -401,7 +445,11 @@ class Result:
 
     @property
     def ratio(self) -> float | None:
-        return self.mbps / self.baseline.mbps if self.baseline else None
+        if self.baseline is None:
+            return None
+        if self.nbytes and self.baseline.nbytes:
+            return self.mbps / self.baseline.mbps
+        return self.ops / self.baseline.ops
 
     def percentile_ms(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -470,23 +518,42 @@ class Bench:
         self.results: dict[str, Result] = {}
         self.api_peak_rss_mib = 0.0
         self.small_names: list[list[str]] = [[] for _ in range(args.clients)]
+        #: The small object every preloaded name or key points at.
+        self.reference_data = os.urandom(SMALL_SIZE)
+        #: ERROR lines in the logs of the other clusters the groups started.
+        self.extra_log_errors = 0
 
     def measure(self, key: str, label: str, address: str, op: Op, op_bytes: int,
                 baseline: str | None = None, **how) -> Result:
         progress(f"{label} ...")
         cpu = cluster_cpu_seconds(self.cluster)
         latencies, elapsed = run_clients(address, op, **how)
-        result = Result(key, label, latencies, elapsed, op_bytes * len(latencies),
-                        self.results.get(baseline))
+        result = self.record(key, label, latencies, elapsed, op_bytes * len(latencies),
+                             baseline)
         if address == self.api:
             result.rss_mib = api_peak_rss_mib(self.cluster)
             result.cpu_ms = (cluster_cpu_seconds(self.cluster) - cpu) * 1000 / len(latencies)
+        return result
+
+    def record(self, key: str, label: str, latencies: list[float], elapsed: float,
+               nbytes: int, baseline: str | None = None) -> Result:
+        result = Result(key, label, latencies, elapsed, nbytes, self.results.get(baseline))
         self.results[key] = result
         progress(f"{label}: {result.mbps:.1f} MB/s, {result.ops:.1f} ops/s, "
                  f"p50 {result.percentile_ms(0.5):.1f} ms")
         return result
 
-    def run(self) -> None:
+    def run(self, peer: str | None = None) -> None:
+        only = self.args.only
+        if "book" in only:
+            self.run_book()
+        if only != ["book"]:
+            groups = GroupBench(self, peer)
+            for group in GROUPS[1:]:
+                if group in only:
+                    getattr(groups, f"{group}_workloads")()
+
+    def run_book(self) -> None:
         args = self.args
         run_seed = random.getrandbits(40) << 16
         progress(f"hashing {args.large_count} x {args.large_mib} MiB bodies")
@@ -555,12 +622,11 @@ class Bench:
         self.measure("small_get", "small GET", self.api, get, SMALL_SIZE, "baseline_small_get",
                      **how)
 
-    def store_reference(self) -> str:
-        """PUT one small object to locate and to point preloaded names at; its hash."""
-        data = os.urandom(SMALL_SIZE)
-        hash_ = sha256_b64([data])
-        with contextlib.closing(Client(self.api)) as api:
-            api.put("/objects/bench/reference", [data], SMALL_SIZE, hash_)
+    def store_reference(self, address: str | None = None) -> str:
+        """PUT the small object to locate and to point preloaded names at; its hash."""
+        hash_ = sha256_b64([self.reference_data])
+        with contextlib.closing(Client(address or self.api)) as api:
+            api.put("/objects/bench/reference", [self.reference_data], SMALL_SIZE, hash_)
         return hash_
 
     def latency_workloads(self, reference: str) -> None:
@@ -593,6 +659,538 @@ class Bench:
                          "baseline_small_get", **how)
 
 
+# -- S3, multipart, PostgreSQL and conditional-write groups -------------------------------------
+
+#: The groups ``--only`` selects; "book" is the workloads above, the others follow.
+GROUPS = ("book", "s3", "list", "multipart", "pg", "cond")
+S3_BUCKET = "bench-s3"
+LIST_BUCKET = "bench-list"
+META_LIST_BUCKET = "bench-meta-list"
+#: Keys (and prefixes) one listing page returns, as S3's default max-keys.
+PAGE = 1000
+PEER_HOST = "127.0.3.2"
+#: Turns each store takes in the pg group's PUT and GET workloads.
+PG_ROUNDS = 3
+
+
+def s3_client(address: str, access_key: str = Config.s3_access_key,
+              secret_key: str = Config.s3_secret_key):
+    """A boto3 client with one connection, path-style, no retries (a failure fails the run).
+    boto3 is a test dependency, imported only by the groups that speak S3."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3", endpoint_url=f"http://{address}", aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key, region_name="us-east-1",
+        config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                          signature_version="s3v4", max_pool_connections=1, connect_timeout=10,
+                          read_timeout=120))
+
+
+def payload(size: int) -> bytes:
+    """``size`` bytes no other payload of the run shares (so nothing is deduplicated)."""
+    if size <= 64 * 1024:
+        return os.urandom(size)
+    return b"".join(bytes(c) for c in body_chunks(random.getrandbits(63), size))
+
+
+def body_range(seed: int, size: int, start: int, length: int) -> bytes:
+    """Bytes ``start`` to ``start + length`` of ``body_chunks(seed, size)`` (a part's)."""
+    out = bytearray()
+    for index, chunk in enumerate(body_chunks(seed, size)):
+        low, high = index * CHUNK, index * CHUNK + len(chunk)
+        if high > start and low < start + length:
+            out += chunk[max(0, start - low):min(len(chunk), start + length - low)]
+    return bytes(out)
+
+
+class BodyFile(io.RawIOBase):
+    """``body_chunks(seed, size)`` as a seekable file: boto3 hashes a body, rewinds, sends it."""
+
+    def __init__(self, seed: int, size: int):
+        self.seed, self.size, self.pos = seed, size, 0
+        self._buffer = bytearray(_BLOCK)
+        self._index = -1
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, min(self.size, base + offset))
+        return self.pos
+
+    def readinto(self, target) -> int:
+        if self.pos >= self.size:
+            return 0
+        index, start = divmod(self.pos, CHUNK)
+        if index != self._index:            # one chunk made per 1 MiB, however small the reads
+            struct.pack_into(">QQ", self._buffer, 0, self.seed, index)
+            self._index = index
+        n = min(len(target), min(CHUNK, self.size - index * CHUNK) - start)
+        target[:n] = self._buffer[start:start + n]
+        self.pos += n
+        return n
+
+
+def s3_get(s3, bucket: str, key: str, expect: str | None = None) -> int:
+    """GET an object through boto3, its body hashed in 1 MiB pieces (checked if ``expect``)."""
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    sha, size = hashlib.sha256(), 0
+    for piece in body.iter_chunks(CHUNK):
+        sha.update(piece)
+        size += len(piece)
+    if expect is not None and base64.b64encode(sha.digest()).decode() != expect:
+        raise RuntimeError(f"GET s3://{bucket}/{key}: body does not hash to {expect}")
+    return size
+
+
+@dataclasses.dataclass
+class S3Target:
+    """An S3 endpoint the same workloads run against: Tessera's, or a peer's."""
+
+    name: str
+    address: str
+    clients: list = dataclasses.field(default_factory=list)
+
+    def client(self, worker: int):
+        while len(self.clients) <= worker:
+            self.clients.append(s3_client(self.address))
+        return self.clients[worker]
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's S3 server (``pip install 'moto[server]'``, in-memory) on PEER_HOST; its address."""
+    port = _free_tcp_port(PEER_HOST)
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H",
+                                PEER_HOST, "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                socket.create_connection((PEER_HOST, port), timeout=1).close()
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"moto_server did not start: {log.read()[-2000:]!r}")
+            time.sleep(0.2)
+        yield f"{PEER_HOST}:{port}"
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+def _free_tcp_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def fill_bucket(config: Config, bucket: str, keys: list[str], hash_: str, size: int,
+                md5: str, threads: int = 8) -> None:
+    """Versions of ``keys`` in ``bucket`` written straight to the metadata, all pointing at one
+    stored object (listing costs nothing per byte); from several threads, so that SQLite
+    commits them in groups."""
+    errors: list[BaseException] = []
+    with open_store(config) as store:
+        def fill(share: list[str]) -> None:
+            try:
+                for key in share:
+                    store.put_version(Draft(bucket, key, size, hash_, md5, md5=md5,
+                                            shared=True))
+            except BaseException as exc:
+                errors.append(exc)
+
+        workers = [threading.Thread(target=fill, args=(keys[i::threads],), daemon=True)
+                   for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    if errors:
+        raise errors[0]
+
+
+def pg_url() -> str:
+    """A schema of its own in the test database, dropped at the end of the run."""
+    return (f"postgresql://127.0.0.1:5432/test?schema=bench_{os.getpid()}_"
+            f"{time.time_ns() % 10**9}")
+
+
+def drop_pg_schema(url: str) -> None:
+    from lib.metadata.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    try:
+        store.drop_schema()
+    finally:
+        store.close()
+
+
+class GroupBench:
+    """The groups besides "book", on the Bench's cluster (and a PostgreSQL one for "pg")."""
+
+    def __init__(self, bench: "Bench", peer: str | None):
+        self.bench = bench
+        self.args = bench.args
+        self.tessera = S3Target("S3", bench.cluster.api[0].env["S3_LISTEN_ADDRESS"])
+        self.peer = S3Target(self.args.peer, peer) if peer else None
+        self.reference = bench.store_reference()
+        self.reference_md5 = hashlib.md5(bench.reference_data).hexdigest()
+
+    @property
+    def targets(self) -> list[S3Target]:
+        return [self.tessera] + ([self.peer] if self.peer else [])
+
+    def timed(self) -> dict:
+        return {"clients": self.args.clients, "seconds": self.args.small_seconds}
+
+    def ensure_bucket(self, target: S3Target, bucket: str) -> None:
+        s3 = target.client(0)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
+
+    # -- s3: PUT / GET next to the book API ---------------------------------------------------
+    def s3_workloads(self) -> None:
+        bench = self.bench
+        for target in self.targets:
+            self.ensure_bucket(target, S3_BUCKET)
+        for size, tag, label in ((SMALL_SIZE, "4k", "4 KiB"), (MIB, "1m", "1 MiB")):
+            names: list[list[str]] = [[] for _ in range(self.args.clients)]
+
+            def book_put(client: Client, worker: int, i: int, size=size, tag=tag,
+                         names=names) -> None:
+                data = payload(size)
+                names[worker].append(f"bench/{tag}/{worker}/{i}")
+                client.put(f"/objects/{names[worker][-1]}", [data], size, sha256_b64([data]))
+
+            def book_get(client: Client, worker: int, i: int, names=names) -> None:
+                client.get(f"/objects/{names[worker][i % len(names[worker])]}")
+
+            bench.measure(f"book_put_{tag}", f"book {label} PUT", bench.api, book_put, size,
+                          **self.timed())
+            bench.measure(f"book_get_{tag}", f"book {label} GET", bench.api, book_get, size,
+                          **self.timed())
+            for target in self.targets:
+                self._s3_pair(target, size, tag, label)
+
+    def _s3_pair(self, target: S3Target, size: int, tag: str, label: str) -> None:
+        keys: list[list[str]] = [[] for _ in range(self.args.clients)]
+        prefix = target.name.lower()
+        for worker in range(self.args.clients):
+            target.client(worker)
+
+        def put(_c: Client, worker: int, i: int) -> None:
+            keys[worker].append(f"{tag}/{worker}/{i}")
+            target.client(worker).put_object(Bucket=S3_BUCKET, Key=keys[worker][-1],
+                                             Body=payload(size))
+
+        def get(_c: Client, worker: int, i: int) -> None:
+            s3_get(target.client(worker), S3_BUCKET, keys[worker][i % len(keys[worker])])
+
+        reference = "" if target is self.tessera else "s3_"
+        self.bench.measure(f"{prefix}_put_{tag}", f"{target.name} {label} PUT", target.address,
+                           put, size, f"{reference or 'book_'}put_{tag}", **self.timed())
+        self.bench.measure(f"{prefix}_get_{tag}", f"{target.name} {label} GET", target.address,
+                           get, size, f"{reference or 'book_'}get_{tag}", **self.timed())
+
+    # -- list: one page of keys, one page of common prefixes ----------------------------------
+    def list_workloads(self) -> None:
+        self._list_pages(LIST_BUCKET, "", self.args.list_keys,
+                         Config(metadata_db=self.bench.cluster.metadata_db), self.tessera)
+
+    def _list_pages(self, bucket: str, tag: str, total: int, config: Config,
+                    target: S3Target, compare: str | None = None) -> None:
+        """Fill ``bucket`` to ``total`` keys (a page of keys under keys/, a page of prefixes
+        under dirs/, the rest under fill/), then time both pages, one client (``compare``:
+        the tag of the rows to compare with)."""
+        self.ensure_bucket(target, bucket)
+        page = min(PAGE, total // 2)
+        progress(f"filling {bucket} with {total:,} keys")
+        fill_bucket(config, bucket,
+                    [f"keys/{i:06d}" for i in range(page)] +
+                    [f"dirs/{i:06d}/x" for i in range(page)] +
+                    [f"fill/{i:07d}" for i in range(total - 2 * page)],
+                    self.reference, SMALL_SIZE, self.reference_md5)
+
+        def page_op(element: bytes, **params: str) -> Op:
+            """GET a presigned ListObjectsV2 URL on the bench's own connection: the time of
+            the server and the wire, without boto3's parsing of the XML (which takes as long
+            again for 1,000 keys); the page must hold ``page`` of ``element``."""
+            url = urllib.parse.urlsplit(target.client(0).generate_presigned_url(
+                "list_objects_v2", ExpiresIn=3600,
+                Params={"Bucket": bucket, "MaxKeys": PAGE, **params}))
+
+            def op(client: Client, _w: int, _i: int) -> None:
+                found = client.get_body(f"{url.path}?{url.query}").count(element)
+                if found != page:
+                    raise RuntimeError(f"page of {params} has {found} {element!r}, not {page}")
+            return op
+
+        count, label = self.args.samples, tag.replace("_", " ")
+        self.bench.measure(f"{tag}list_keys", f"{label}list {page:,} keys", target.address,
+                           page_op(b"<Key>", Prefix="keys/"), 0,
+                           compare and f"{compare}list_keys", count=count)
+        self.bench.measure(f"{tag}list_prefixes", f"{label}list {page:,} prefixes",
+                           target.address,
+                           page_op(b"<CommonPrefixes>", Prefix="dirs/", Delimiter="/"), 0,
+                           compare and f"{compare}list_prefixes", count=count)
+
+    # -- multipart ----------------------------------------------------------------------------
+    def multipart_workloads(self) -> None:
+        bench, args = self.bench, self.args
+        self.ensure_bucket(self.tessera, S3_BUCKET)
+        size, part = args.multipart_mib * MIB, args.part_mib * MIB
+        count = args.large_count
+        seed = random.getrandbits(40) << 16
+        progress(f"hashing 3 x {count} x {args.multipart_mib} MiB bodies")
+        book, single, multi = ([LargeObject.make(seed + k * count + i, size)
+                                for i in range(count)] for k in range(3))
+        s3 = self.tessera.client(0)
+
+        def book_put(client: Client, _w: int, i: int) -> None:
+            client.put(f"/objects/{book[i].name}", book[i].chunks(), size, book[i].hash)
+
+        def single_put(_c: Client, _w: int, i: int) -> None:
+            s3.put_object(Bucket=S3_BUCKET, Key=f"single/{i}", Body=BodyFile(single[i].seed, size))
+
+        def multi_put(_c: Client, _w: int, i: int) -> None:
+            self._multipart(f"multi/{i}", multi[i].seed, size, part)
+
+        def single_get(_c: Client, _w: int, i: int) -> None:
+            s3_get(s3, S3_BUCKET, f"single/{i}", single[i].hash)
+
+        def multi_get(_c: Client, _w: int, i: int) -> None:
+            s3_get(s3, S3_BUCKET, f"multi/{i}", multi[i].hash)
+
+        address = self.tessera.address
+        bench.measure("mp_book_put", "book large PUT", bench.api, book_put, size, count=count)
+        bench.measure("mp_single_put", "S3 single PUT", address, single_put, size,
+                      "mp_book_put", count=count)
+        bench.measure("mp_multipart_put", "S3 multipart PUT", address, multi_put, size,
+                      "mp_book_put", count=count)
+        bench.measure("mp_single_get", "S3 single-PUT GET", address, single_get, size,
+                      count=count)
+        bench.measure("mp_multipart_get", "S3 multipart GET", address, multi_get, size,
+                      "mp_single_get", count=count)
+        label = f"Complete {args.complete_parts:,} parts"
+        progress(f"{label} ...")
+        self.complete_seconds: list[float] = []
+        run_clients(address, self._complete_op(args.complete_parts), count=count)
+        bench.record("mp_complete", label, self.complete_seconds, sum(self.complete_seconds), 0)
+
+    def _multipart(self, key: str, seed: int, size: int, part: int,
+                   workers: int = 8) -> None:
+        """A multipart upload of ``body_chunks(seed, size)`` in ``part``-byte parts, up to
+        ``workers`` at once (each part's bytes in memory while it is sent)."""
+        s3 = self.tessera.client(0)
+        upload = s3.create_multipart_upload(Bucket=S3_BUCKET, Key=key)["UploadId"]
+        numbers = list(range(1, math.ceil(size / part) + 1))
+        etags: dict[int, str] = {}
+
+        def send(worker: int, number: int) -> None:
+            start = (number - 1) * part
+            body = body_range(seed, size, start, min(part, size - start))
+            etags[number] = self.tessera.client(worker + 1).upload_part(
+                Bucket=S3_BUCKET, Key=key, UploadId=upload, PartNumber=number,
+                Body=body)["ETag"]
+
+        self._in_parallel(send, numbers, workers)
+        s3.complete_multipart_upload(
+            Bucket=S3_BUCKET, Key=key, UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]} for n in numbers]})
+
+    def _in_parallel(self, work: Callable[[int, int], None], items: list[int],
+                     workers: int) -> None:
+        """``work(worker, item)`` for every item, from ``workers`` threads."""
+        pending = list(reversed(items))
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def loop(worker: int) -> None:
+            while not errors:
+                with lock:
+                    if not pending:
+                        return
+                    item = pending.pop()
+                try:
+                    work(worker, item)
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=loop, args=(w,), daemon=True)
+                   for w in range(min(workers, len(items)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def _complete_op(self, parts: int) -> Op:
+        """An op timing only CompleteMultipartUpload of ``parts`` 1 KiB parts (uploaded
+        first, untimed, by 8 threads; identical content, stored once)."""
+        body = os.urandom(1024)
+
+        def op(_c: Client, _w: int, i: int) -> None:
+            s3 = self.tessera.client(0)
+            key = f"complete/{i}"
+            upload = s3.create_multipart_upload(Bucket=S3_BUCKET, Key=key)["UploadId"]
+            etags: dict[int, str] = {}
+
+            def send(worker: int, number: int) -> None:
+                etags[number] = self.tessera.client(worker + 1).upload_part(
+                    Bucket=S3_BUCKET, Key=key, UploadId=upload, PartNumber=number,
+                    Body=body)["ETag"]
+
+            self._in_parallel(send, list(range(1, parts + 1)), 8)
+            started = time.perf_counter()
+            s3.complete_multipart_upload(
+                Bucket=S3_BUCKET, Key=key, UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etags[n]}
+                                           for n in range(1, parts + 1)]})
+            self.complete_seconds.append(time.perf_counter() - started)
+
+        return op
+
+    # -- pg: PostgreSQL against SQLite ---------------------------------------------------------
+    def pg_workloads(self) -> None:
+        bench, args = self.bench, self.args
+        url = pg_url()
+        env = {"METADATA_URL": url}
+        try:
+            with running_cluster(free_port(DATA_SERVERS, 1), args.keep_root, env) as pg:
+                stores = (("sqlite", bench.cluster, Config(metadata_db=bench.cluster.metadata_db)),
+                          ("pg", pg, Config(metadata_url=url)))
+                names: dict[str, list[list[str]]] = {tag: [[] for _ in range(args.clients)]
+                                                      for tag, _, _ in stores}
+
+                def put(tag: str) -> Op:
+                    def path(worker: int, _i: int) -> str:
+                        mine = names[tag][worker]
+                        mine.append(f"bench/meta/{worker}/{len(mine)}")
+                        return f"/objects/{mine[-1]}"
+                    return bench.small_put_op(path)
+
+                def get(tag: str) -> Op:
+                    def op(client: Client, worker: int, i: int) -> None:
+                        mine = names[tag][worker]
+                        client.get(f"/objects/{mine[i % len(mine)]}")
+                    return op
+
+                for what, make in (("PUT", put), ("GET", get)):
+                    self._alternate(f"small_{what.lower()}", f"small {what}",
+                                    [(tag, cluster.api[0].address, make(tag))
+                                     for tag, cluster, _ in stores])
+                bench.store_reference(pg.api[0].address)     # what the listed keys point at
+                for tag, cluster, config in stores:
+                    target = S3Target(tag, cluster.api[0].env["S3_LISTEN_ADDRESS"])
+                    self._list_pages(META_LIST_BUCKET, f"{tag}_", min(2 * PAGE, args.list_keys),
+                                     config, target, "sqlite_" if tag == "pg" else None)
+                bench.extra_log_errors += log_errors(pg)
+        finally:
+            try:
+                drop_pg_schema(url)
+            except Exception as exc:
+                progress(f"could not drop the schema of {url}: {exc!r}")
+
+    def _alternate(self, key: str, label: str, sides: list[tuple[str, str, Op]]) -> None:
+        """One workload on each side (tag, address, op): first a second untimed on each
+        (pools fill, statements get prepared), then PG_ROUNDS timed turns each, side after
+        side, so that a noisy neighbour hits both alike; the turns add up to one row each."""
+        clients, turn = self.args.clients, self.args.small_seconds / PG_ROUNDS
+        for _tag, address, op in sides:
+            run_clients(address, op, clients=clients, seconds=min(1.0, turn))
+        progress(f"{label}: {PG_ROUNDS} turns of {turn:.1f} s on each of "
+                 f"{', '.join(tag for tag, _, _ in sides)} ...")
+        taken: dict[str, tuple[list[float], float]] = {tag: ([], 0.0) for tag, _, _ in sides}
+        for _ in range(PG_ROUNDS):
+            for tag, address, op in sides:
+                latencies, elapsed = run_clients(address, op, clients=clients, seconds=turn)
+                taken[tag] = (taken[tag][0] + latencies, taken[tag][1] + elapsed)
+        first = sides[0][0]
+        for tag, _, _ in sides:
+            latencies, elapsed = taken[tag]
+            self.bench.record(f"{tag}_{key}", f"{tag} {label}", latencies, elapsed,
+                              SMALL_SIZE * len(latencies),
+                              f"{first}_{key}" if tag != first else None)
+
+    # -- cond: conditional PUTs against plain ones ---------------------------------------------
+    def cond_workloads(self) -> None:
+        bench, clients = self.bench, self.args.clients
+        self.ensure_bucket(self.tessera, S3_BUCKET)
+        s3 = self.tessera
+        run = random.getrandbits(32)
+        etags = [""] * clients
+        hashes = [""] * clients
+        for worker in range(clients):
+            data = os.urandom(SMALL_SIZE)
+            etags[worker] = s3.client(worker).put_object(
+                Bucket=S3_BUCKET, Key=f"cond/{run}/{worker}", Body=data)["ETag"]
+            hashes[worker] = sha256_b64([data])
+            with contextlib.closing(Client(bench.api)) as api:
+                api.put(f"/objects/bench/cond/{run}/{worker}", [data], SMALL_SIZE,
+                        hashes[worker])
+
+        def s3_put(kind: str) -> Op:
+            def op(_c: Client, worker: int, i: int) -> None:
+                client, body = s3.client(worker), os.urandom(SMALL_SIZE)
+                if kind == "match":
+                    etags[worker] = client.put_object(
+                        Bucket=S3_BUCKET, Key=f"cond/{run}/{worker}", Body=body,
+                        IfMatch=etags[worker])["ETag"]
+                else:
+                    client.put_object(Bucket=S3_BUCKET, Key=f"cond/{run}/{kind}/{worker}/{i}",
+                                      Body=body, **({"IfNoneMatch": "*"} if kind == "absent"
+                                                    else {}))
+            return op
+
+        def book_put(kind: str) -> Op:
+            def op(client: Client, worker: int, i: int) -> None:
+                data = os.urandom(SMALL_SIZE)
+                digest = sha256_b64([data])
+                if kind == "match":
+                    client.put(f"/objects/bench/cond/{run}/{worker}", [data], SMALL_SIZE,
+                               digest, {"If-Match": f'"{hashes[worker]}"'})
+                    hashes[worker] = digest
+                else:
+                    client.put(f"/objects/bench/cond/{run}/{kind}/{worker}/{i}", [data],
+                               SMALL_SIZE, digest,
+                               {"If-None-Match": "*"} if kind == "absent" else None)
+            return op
+
+        for worker in range(clients):
+            s3.client(worker)
+        how = self.timed()
+        bench.measure("cond_book_put", "book plain PUT", bench.api, book_put("plain"),
+                      SMALL_SIZE, **how)
+        bench.measure("cond_book_none_match", "book If-None-Match", bench.api,
+                      book_put("absent"), SMALL_SIZE, "cond_book_put", **how)
+        bench.measure("cond_book_match", "book If-Match", bench.api, book_put("match"),
+                      SMALL_SIZE, "cond_book_put", **how)
+        bench.measure("cond_s3_put", "S3 plain PUT", s3.address, s3_put("plain"),
+                      SMALL_SIZE, **how)
+        bench.measure("cond_s3_none_match", "S3 If-None-Match", s3.address,
+                      s3_put("absent"), SMALL_SIZE, "cond_s3_put", **how)
+        bench.measure("cond_s3_match", "S3 If-Match", s3.address,
+                      s3_put("match"), SMALL_SIZE, "cond_s3_put", **how)
+
+
 # -- report ------------------------------------------------------------------------------------
 
 def machine() -> dict[str, object]:
@@ -619,18 +1217,18 @@ def report_table(bench: Bench, info: dict[str, object]) -> str:
         f"large: {args.large_count} x {args.large_mib} MiB, one client; small: {SMALL_SIZE} B, "
         f"{args.clients} clients, {args.small_seconds:g} s each; MB = MiB",
         "",
-        f"{'workload':<20}{'MB/s':>9}{'ops/s':>10}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'workload':<26}{'MB/s':>9}{'ops/s':>10}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'api RSS MB':>12}",
     ]
     for r in bench.results.values():
         mbps = f"{r.mbps:.1f}" if r.nbytes else "-"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
         rss = f"{r.rss_mib:.0f}" if r.rss_mib is not None else "-"
-        lines.append(f"{r.label:<20}{mbps:>9}{r.ops:>10.1f}{ratio:>8}"
+        lines.append(f"{r.label:<26}{mbps:>9}{r.ops:>10.1f}{ratio:>8}"
                      f"{r.percentile_ms(0.5):>9.1f}{r.percentile_ms(0.99):>9.1f}{rss:>12}")
-    lines += ["", f"api server peak RSS after the large workloads: "
-                  f"{bench.api_peak_rss_mib:.0f} MB; "
-                  f"ERROR lines/tracebacks in cluster logs: {info['cluster_log_errors']}"]
+    rss = (f"api server peak RSS after the large workloads: {bench.api_peak_rss_mib:.0f} MB; "
+           if "book" in args.only else "")
+    lines += ["", f"{rss}ERROR lines/tracebacks in cluster logs: {info['cluster_log_errors']}"]
     return "\n".join(lines)
 
 
@@ -666,6 +1264,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int,
                         help="cluster port, on 127.0.1.1-6 and 127.0.2.1 "
                              "(default: a random free one)")
+    parser.add_argument("--only", default="book", metavar="GROUPS",
+                        help=f"comma-separated groups to run, of {','.join(GROUPS)} "
+                             "(default book; see the groups below)")
+    parser.add_argument("--peer", choices=("moto",),
+                        help="run the s3 group's workloads against this S3 server too, "
+                             f"started on {PEER_HOST} (moto: pip install 'moto[server]')")
+    parser.add_argument("--multipart-mib", type=int, metavar="MIB",
+                        help=f"multipart group's object size (default {FULL['multipart_mib']})")
+    parser.add_argument("--part-mib", type=int, metavar="MIB",
+                        help=f"its part size (default {FULL['part_mib']}), 8 parts at once")
+    parser.add_argument("--complete-parts", type=int, metavar="N",
+                        help=f"parts of the timed CompleteMultipartUpload "
+                             f"(default {FULL['complete_parts']})")
+    parser.add_argument("--list-keys", type=int, metavar="N",
+                        help=f"keys in the list group's bucket (default {FULL['list_keys']:,}; "
+                             f"the pg group fills {2 * PAGE:,} at most)")
     parser.add_argument("--keep-root", action="store_true",
                         help="keep the temp directory (logs, shards, metadata.db) and print "
                              "its path")
@@ -673,6 +1287,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.only = [group.strip() for group in args.only.split(",") if group.strip()]
+    unknown = set(args.only) - set(GROUPS)
+    if unknown or not args.only:
+        parser.error(f"--only: unknown group(s) {', '.join(sorted(unknown))}; "
+                     f"choose from {','.join(GROUPS)}")
+    if args.peer and "s3" not in args.only:
+        parser.error("--peer applies to the s3 group: add s3 to --only")
     return args
 
 
@@ -686,11 +1307,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     info: dict[str, object] = {**machine(), "loadavg_start": os.getloadavg()[0]}
     try:
-        with baseline_server() as baseline, \
-                running_cluster(args.port or free_port(DATA_SERVERS, 1), args.keep_root) as cluster:
+        port = args.port or free_port(DATA_SERVERS, 1)
+        with baseline_server() as baseline, running_cluster(port, args.keep_root) as cluster, \
+                (moto_server() if args.peer == "moto" else contextlib.nullcontext()) as peer:
             bench = Bench(args, baseline, cluster)
-            bench.run()
-            info["cluster_log_errors"] = log_errors(cluster)
+            bench.run(peer)
+            info["cluster_log_errors"] = log_errors(cluster) + bench.extra_log_errors
     except KeyboardInterrupt:
         progress("interrupted")
         return 130
@@ -701,7 +1323,7 @@ def main(argv: list[str] | None = None) -> int:
                 large_object_mib=args.large_mib, large_count=args.large_count,
                 small_object_bytes=SMALL_SIZE, clients=args.clients,
                 small_seconds=args.small_seconds, latency_samples=args.samples,
-                quick=args.quick)
+                quick=args.quick, groups=",".join(args.only), peer=args.peer or "")
     print(report_json(bench, info) if args.json else report_table(bench, info))
     return 0
 

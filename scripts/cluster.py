@@ -119,6 +119,7 @@ class Cluster:
         self.rabbitmq_server = rabbitmq_server
         self.api_exchange = f"apiServers{exchange_suffix}"
         self.data_exchange = f"dataServers{exchange_suffix}"
+        self.faults_exchange = f"{Config.faults_exchange}{exchange_suffix}"
         self.task_queue = f"{Config.task_queue}{exchange_suffix}"
         self.metadata_db = self.root / "metadata.db"
         self._extra_env = dict(env or {})
@@ -161,6 +162,7 @@ class Cluster:
             "RABBITMQ_SERVER": self.rabbitmq_server,
             "API_EXCHANGE": self.api_exchange,
             "DATA_EXCHANGE": self.data_exchange,
+            "FAULTS_EXCHANGE": self.faults_exchange,
             "METADATA_DB": str(self.metadata_db),
             "TASK_QUEUE": self.task_queue,
         })
@@ -271,7 +273,8 @@ class Cluster:
 
     def cleanup_broker(self) -> None:
         """Delete this cluster's exchanges and task queues (only for per-run names)."""
-        delete_exchanges(self.rabbitmq_server, [self.api_exchange, self.data_exchange])
+        delete_exchanges(self.rabbitmq_server, [self.api_exchange, self.data_exchange,
+                                                self.faults_exchange])
         queues = {self.task_queue} | {n.env["TASK_QUEUE"] for n in self.workers
                                       if "TASK_QUEUE" in n.env}
         delete_queues(self.rabbitmq_server,
@@ -311,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1,
                         help="task workers (python -m scripts.worker) (default: %(default)s)")
     parser.add_argument("--exchange-suffix", default="",
-                        help="appended to the exchange names apiServers/dataServers, to run "
-                             "beside another cluster on the same broker")
+                        help="appended to the exchange names apiServers/dataServers/faults, "
+                             "to run beside another cluster on the same broker")
     args = parser.parse_args(argv)
     cluster = Cluster(Path(args.root), port=args.port, data_servers=args.data_servers,
                       api_servers=args.api_servers, workers=args.workers,
@@ -339,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
           "  (S3_ACCESS_KEY / S3_SECRET_KEY)")
     print(f"  admin token {cluster.admin_token}  (ADMIN_TOKEN; "
           f"curl -H 'Authorization: Bearer ...' http://{cluster.api[0].address}/api/v1/...)")
+    print(f"  console     http://{cluster.api[0].address}/console/  (log in with the admin token)")
     print(f"Try: curl http://{cluster.api[0].address}/health    Ctrl-C stops everything.",
           flush=True)
     stop = {"now": False}

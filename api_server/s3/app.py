@@ -96,6 +96,33 @@ def _route(req: Request) -> Handler:
                   "resource.", 405)
 
 
+#: S3's name for each operation a handler serves (fault rules match on it).
+_OPERATIONS: dict[Handler, str] = {
+    buckets.list_buckets: "ListBuckets", buckets.get_acl: "GetBucketAcl",
+    buckets.put_acl: "PutBucketAcl", buckets.get_location: "GetBucketLocation",
+    buckets.get_versioning: "GetBucketVersioning", buckets.put_versioning:
+    "PutBucketVersioning", buckets.create: "CreateBucket", buckets.head: "HeadBucket",
+    buckets.delete: "DeleteBucket", listing.list_versions: "ListObjectVersions",
+    listing.list_objects: "ListObjects", multipart.list_uploads: "ListMultipartUploads",
+    objects.delete_many: "DeleteObjects", objects.get_acl: "GetObjectAcl",
+    objects.put_acl: "PutObjectAcl", multipart.copy_part: "UploadPartCopy",
+    multipart.upload_part: "UploadPart", objects.copy: "CopyObject", objects.put: "PutObject",
+    multipart.list_parts: "ListParts", objects.get: "GetObject", objects.head: "HeadObject",
+    multipart.abort: "AbortMultipartUpload", objects.delete: "DeleteObject",
+    multipart.create: "CreateMultipartUpload", multipart.complete: "CompleteMultipartUpload",
+}
+
+
+def operation(req: Request) -> str:
+    """S3's name for the operation ``req`` asks for ("" when it routes to an error)."""
+    try:
+        name = _OPERATIONS.get(_route(req), "")
+    except S3Error:
+        return ""
+    return "ListObjectsV2" if name == "ListObjects" and req.query.get("list-type") == "2" \
+        else name
+
+
 class S3App:
     """The WSGI callable for one api worker's S3 listener."""
 
@@ -157,4 +184,5 @@ _REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modi
             400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             409: "Conflict", 411: "Length Required", 412: "Precondition Failed",
             416: "Range Not Satisfiable", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable"}
+            501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout"}

@@ -22,9 +22,11 @@ STREAMING = "STREAMING-"
 
 @dataclasses.dataclass(frozen=True)
 class Credentials:
-    """Access key -> secret key."""
+    """Access key -> secret key, and the keys that may also use the management API."""
 
     secrets: Mapping[str, str]
+    #: Access keys whose credentials-file section says ``admin = true``.
+    admins: frozenset[str] = frozenset()
 
     def secret_for(self, access_key: str) -> str | None:
         return self.secrets.get(access_key)
@@ -35,6 +37,7 @@ class Credentials:
         S3_CREDENTIALS_FILE with ``aws_access_key_id`` / ``aws_secret_access_key`` (the aws
         cli's credentials file format)."""
         found = {config.s3_access_key: config.s3_secret_key}
+        admins = set()
         if config.s3_credentials_file is not None:
             parser = configparser.ConfigParser(interpolation=None)
             parser.read_string(Path(config.s3_credentials_file).read_text())
@@ -43,7 +46,9 @@ class Credentials:
                 secret = parser.get(section, "aws_secret_access_key", fallback=None)
                 if key and secret:
                     found[key] = secret
-        return cls(found)
+                    if parser.getboolean(section, "admin", fallback=False):
+                        admins.add(key)
+        return cls(found, frozenset(admins))
 
 
 @dataclasses.dataclass

@@ -62,6 +62,7 @@ _TABLE: tuple[tuple[type, str, int], ...] = (
     (errors.InvalidHash, "InvalidArgument", 400),
     (errors.BadRequest, "InvalidRequest", 400),
     (errors.NoSuchBucket, "NoSuchBucket", 404),
+    (errors.OriginNotFound, "NoSuchKey", 404),
     (errors.NoSuchUpload, "NoSuchUpload", 404),
     (errors.NoSuchVersion, "NoSuchVersion", 404),
     (errors.NoSuchKey, "NoSuchKey", 404),
@@ -78,6 +79,10 @@ _TABLE: tuple[tuple[type, str, int], ...] = (
     (errors.DataServerError, "ServiceUnavailable", 503),
     (MetadataError, "ServiceUnavailable", 503),
     (errors.Conflict, "OperationAborted", 409),
+    # A bucket's third-party origin (codes of our own: S3 has no gateway errors).
+    (errors.OriginUnavailable, "OriginUnavailable", 502),
+    (errors.OriginTimeout, "OriginTimeout", 504),
+    (errors.OriginCircuitOpen, "ServiceUnavailable", 503),
 )
 
 

@@ -42,7 +42,7 @@ def write_condition(req: Request) -> WriteCondition | None:
 
 def _version_headers(app, version: Version) -> list[tuple[str, str]]:
     bucket = app.layer.bucket(version.bucket)
-    if bucket.versioning == UNVERSIONED:
+    if bucket.versioning == UNVERSIONED or not version.seq:   # not seq: not stored yet
         return []
     return [("x-amz-version-id", version.version_id)]
 
@@ -70,7 +70,8 @@ def _read_conditions(req: Request, prefix: str = "") -> ReadConditions | None:
 def _object_headers(app, req: Request, version: Version,
                     whole: bool = True) -> list[tuple[str, str]]:
     meta = version.meta
-    headers = [("ETag", quoted(version.etag)), ("Last-Modified", http_date(version.created)),
+    modified = meta.origin.get("last-modified") or http_date(version.created)
+    headers = [("ETag", quoted(version.etag)), ("Last-Modified", modified),
                ("Accept-Ranges", "bytes"),
                ("Content-Type", meta.content_type or "binary/octet-stream")]
     headers += [(name.title(), value) for name, value in meta.headers.items()

@@ -1,5 +1,6 @@
 """AWS Signature Version 4 for S3: who signed a request, from its raw method, path, query and
-headers, by the Authorization header or a presigned query.  Standard library only.
+headers, by the Authorization header or a presigned query.  Standard library only; the
+canonical forms and the signing key are ``lib/sigv4.py``'s (which also signs, as a client).
 
 API::
 
@@ -55,12 +56,12 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 
 from api_server.s3.errors import S3Error
+from lib.sigv4 import (ALGORITHM, EMPTY_SHA256, SERVICE, TERMINATOR, UNSIGNED_PAYLOAD,
+                       canonical_query, canonical_uri, signing_key, string_to_sign)
+from lib.sigv4 import canonical_headers as _canonical_headers
+from lib.sigv4 import query_pairs as _query_pairs
+from lib.sigv4 import raw_bytes as _raw_bytes
 
-ALGORITHM = "AWS4-HMAC-SHA256"
-SERVICE = "s3"
-TERMINATOR = "aws4_request"
-
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
@@ -72,7 +73,6 @@ _ECDSA_MODES = ("STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
                 "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER")
 _ECDSA_ALGORITHM = "AWS4-ECDSA-P256-SHA256"
 
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 #: Largest difference between the request's time and ours (S3, MinIO and Swift: 15 minutes).
 MAX_SKEW = 15 * 60
 #: Longest lifetime of a presigned URL: a week.
@@ -138,54 +138,6 @@ class Signed:
         hashes to ``sha256_hex``, following the final chunk's signature ``previous``."""
         return self.sign("\n".join(("AWS4-HMAC-SHA256-TRAILER", self.amz_date, self.scope,
                                     previous, sha256_hex)))
-
-
-def signing_key(secret: str, date: str, region: str, service: str = SERVICE) -> bytes:
-    """The SigV4 signing key for a secret, a ``yyyymmdd`` date and a region."""
-    key = ("AWS4" + secret).encode()
-    for part in (date, region, service, TERMINATOR):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
-
-
-def _raw_bytes(text: str | bytes) -> bytes:
-    if isinstance(text, bytes):
-        return text
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
-
-def _encode(raw: bytes) -> str:
-    # urllib's always-safe set is exactly AWS's unreserved set; hex digits come upper case.
-    return urllib.parse.quote_from_bytes(raw, safe="")
-
-
-def canonical_uri(raw_path: str | bytes) -> str:
-    """The canonical URI of a raw request path: each segment decoded once and re-encoded."""
-    segments = _raw_bytes(raw_path).split(b"/")
-    return "/".join(_encode(urllib.parse.unquote_to_bytes(segment)) for segment in segments)
-
-
-def _query_pairs(raw_query: str | bytes) -> list[tuple[bytes, bytes]]:
-    pairs = []
-    for item in _raw_bytes(raw_query).split(b"&"):
-        if not item:
-            continue
-        name, _, value = item.partition(b"=")
-        pairs.append((urllib.parse.unquote_to_bytes(name.replace(b"+", b" ")),
-                      urllib.parse.unquote_to_bytes(value.replace(b"+", b" "))))
-    return pairs
-
-
-def canonical_query(raw_query: str | bytes, exclude: tuple[str, ...] = ()) -> str:
-    """The canonical query string of a raw query string, without the parameters named in
-    ``exclude`` (a presigned URL's ``X-Amz-Signature``)."""
-    skip = {name.encode() for name in exclude}
-    encoded = sorted((_encode(name), _encode(value))
-                     for name, value in _query_pairs(raw_query) if name not in skip)
-    return "&".join(f"{name}={value}" for name, value in encoded)
 
 
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -371,10 +323,6 @@ def _check_headers_signed(names: list[str], headers: dict[str, str]) -> None:
                       "not signed", 403, HeadersNotSigned=", ".join(unsigned))
 
 
-def _canonical_headers(names: list[str], headers: dict[str, str]) -> str:
-    return "".join(f"{name}:{' '.join(headers.get(name, '').split())}\n" for name in names)
-
-
 def _as_sent(raw_query: str | bytes, exclude: tuple[str, ...]) -> str:
     skip = {name.encode() for name in exclude}
     items = [item for item in _raw_bytes(raw_query).split(b"&")
@@ -443,16 +391,15 @@ def verify(method: str, raw_path: str | bytes, raw_query: str | bytes,
         canonical_request = "\n".join((method.upper(), uri, query_string, headers_block,
                                        claim.signed_headers, signed_payload))
         # Header values are latin-1-decoded bytes (WSGI): hash the bytes the client signed.
-        digest = hashlib.sha256(_raw_bytes(canonical_request)).hexdigest()
-        string_to_sign = "\n".join((ALGORITHM, claim.amz_date, scope, digest))
-        expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+        to_sign = string_to_sign(claim.amz_date, scope, canonical_request)
+        expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
         if hmac.compare_digest(expected.encode(), provided):
             trailer = tuple(name.strip().lower()
                             for name in lowered.get("x-amz-trailer", "").split(",")
                             if name.strip())
             return Signed(claim.access_key, key, scope, claim.amz_date, claim.signature,
                           payload, claim.region, presigned, trailer)
-        first = first or (canonical_request, string_to_sign)
+        first = first or (canonical_request, to_sign)
     raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not match "
                   "the signature you provided. Check your key and signing method.", 403,
                   AWSAccessKeyId=claim.access_key, StringToSign=first[1],

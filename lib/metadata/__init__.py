@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 MAX_SIZE = 2**63 - 1
 #: Keys are at most this many bytes of UTF-8 (as in S3).
 MAX_KEY_BYTES = 1024
+#: The shortest search a trigram index answers as a substring (shorter ones: a key prefix).
+SEARCH_MIN = 3
 #: Versioning states of a bucket, as S3 names them ("" for a bucket never versioned).
 UNVERSIONED, ENABLED, SUSPENDED = "", "Enabled", "Suspended"
 NULL_VERSION_ID = "null"
@@ -112,6 +114,21 @@ class ObjectMeta:
             return cls(**{k: v for k, v in raw.items() if k in fields})
         except (ValueError, TypeError, AttributeError) as exc:
             raise MetadataError(f"malformed object metadata {text[:100]!r}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """How much the metadata holds, for the management API's stats."""
+
+    buckets: int
+    #: Keys whose latest version is not a delete marker.
+    objects: int
+    #: Every version, delete markers included.
+    versions: int
+    #: Bytes of every version that is not a delete marker: what clients stored.
+    logical_bytes: int
+    #: Bytes of the referenced contents: what is stored once deduplicated.
+    content_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -525,7 +542,60 @@ class MetadataStore(abc.ABC):
     def delete_record(self, kind: str, id: str) -> bool:
         ...
 
+    # -- key search ------------------------------------------------------------------------------
+    def search_keys(self, bucket: str | None, q: str, limit: int = 100,
+                    after: str | None = None) -> tuple[list[Version], str | None]:
+        """Current objects (latest version not a delete marker) whose key contains ``q``,
+        ignoring ASCII case, from an index of the backend (never a walk over the keys); of
+        one bucket or of all.  A page of at most ``limit`` and the cursor to pass as
+        ``after`` for the next page (None after the last).  The order is the index's,
+        stable from page to page.
+
+        A trigram index cannot answer fewer than SEARCH_MIN characters: such a ``q``
+        matches the keys that *start* with it (exact case), by key, from the key index.
+
+        :raises ValueError: an empty ``q``, a bad ``limit``, or a cursor not of this store.
+        """
+        check_page(0, limit)
+        if not q:
+            raise ValueError("the search needs at least one character")
+        if len(q) >= SEARCH_MIN:
+            return self.substring_page(bucket, q, limit, after)
+        return self._prefix_page(bucket, q, limit, after)
+
+    @abc.abstractmethod
+    def substring_page(self, bucket: str | None, q: str, limit: int,
+                       after: str | None) -> tuple[list[Version], str | None]:
+        """:meth:`search_keys` for a ``q`` of at least SEARCH_MIN characters."""
+
+    def _prefix_page(self, bucket: str | None, prefix: str, limit: int,
+                     after: str | None) -> tuple[list[Version], str | None]:
+        from lib.metadata.listing import successor
+
+        start_bucket, start_key = "", prefix
+        if after is not None:
+            start_bucket, sep, start_key = after.partition("\0")
+            if not sep or not start_key.startswith(prefix):
+                raise ValueError(f"not a search cursor: {after!r}")
+        names = [bucket] if bucket is not None else [b.name for b in self.buckets()]
+        found: list[Version] = []
+        for name in names:
+            if name < start_bucket:
+                continue
+            resume = name == start_bucket and after is not None
+            found += self.current_page(name, start_key if resume else prefix, not resume,
+                                       successor(prefix), limit + 1 - len(found))
+            if len(found) > limit:
+                break
+        page = found[:limit]
+        more = len(found) > limit
+        return page, f"{page[-1].bucket}\0{page[-1].key}" if more else None
+
     # -- operations ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def usage(self) -> Usage:
+        """Counts and byte totals over the whole store (aggregates, not a walk)."""
+
     @abc.abstractmethod
     def check(self) -> str:
         """Verify the backend answers sensibly; a short description of it, else MetadataError."""
@@ -589,6 +659,7 @@ def open_store(config: "Config") -> MetadataStore:
 
 __all__ = [
     "Bucket", "Content", "Draft", "ENABLED", "Metadata", "MetadataError", "MetadataStore",
-    "NULL_VERSION_ID", "ObjectMeta", "Part", "SUSPENDED", "UNVERSIONED", "Upload", "Version",
+    "NULL_VERSION_ID", "ObjectMeta", "Part", "SUSPENDED", "UNVERSIONED", "Upload", "Usage",
+    "Version",
     "VersionConflict", "WriteCondition", "open_store",
 ]

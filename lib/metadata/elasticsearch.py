@@ -83,8 +83,8 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from lib.errors import (BucketExists, BucketNotEmpty, ContentGone, InvalidPart, NoSuchBucket,
                         NoSuchUpload)
 from lib.metadata import (ENABLED, NULL_VERSION_ID, SUSPENDED, UNVERSIONED, Bucket, Content,
-                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Version,
-                          VersionConflict, WriteCondition, check_draft, check_page, check_text,
+                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Usage,
+                          Version, VersionConflict, WriteCondition, check_draft, check_page, check_text,
                           decode_version_id, encode_version_id, valid_number)
 from lib.metadata.sql import new_upload_id
 
@@ -1450,7 +1450,53 @@ class ElasticsearchStore(MetadataStore):
     def delete_record(self, kind: str, id: str) -> bool:
         return self._delete("records", doc_id("record", kind, id), refresh=True)
 
+    def substring_page(self, bucket: str | None, q: str, limit: int,
+                       after: str | None) -> tuple[list[Version], str | None]:
+        """A case-insensitive ``wildcard`` query on the keys' ``key`` field, by (bucket, key)."""
+        resume = None
+        if after is not None:
+            start_bucket, sep, start_key = after.partition("\0")
+            if not sep:
+                raise ValueError(f"not a search cursor: {after!r}")
+            resume = [start_bucket, start_key]
+        pattern = "*" + re.sub(r"([*?\\])", r"\\\1", q) + "*"
+        filters = [term("listed", True), {"wildcard": {"key": {
+            "value": pattern, "case_insensitive": True}}}]
+        if bucket is not None:
+            filters.append(term("bucket", bucket))
+        hits = self._search("keys", {"bool": {"filter": filters}},
+                            [{"bucket": "asc"}, {"key": "asc"}], limit + 1, resume)
+        page = [version_from_source(hit["_source"]["latest"], True, meta=False)
+                for hit in hits[:limit]]
+        more = len(hits) > limit
+        return page, f"{page[-1].bucket}\0{page[-1].key}" if more else None
+
     # -- operations ------------------------------------------------------------------------------
+    def _aggregate(self, kind: str, query: dict[str, Any], sums: Sequence[str] = ()
+                   ) -> tuple[int, list[int]]:
+        """(hits, the sum of each field in ``sums``) of ``query``, counted by the server."""
+        self._ensure_indices()
+        aggs = {f"sum_{field}": {"sum": {"field": field}} for field in sums}
+        _, answer = self._request("POST", self._path(kind, "_search"), body={
+            "size": 0, "track_total_hits": True, "query": query, "aggs": aggs})
+        try:
+            total = parse_total_hits(answer["hits"]["total"])
+            values = [int(answer["aggregations"][f"sum_{field}"]["value"] or 0)
+                      for field in sums] if sums else []
+        except (KeyError, TypeError, ValueError):
+            raise _shape("search (aggregations)", answer) from None
+        return total, values
+
+    def usage(self) -> Usage:
+        """From aggregations: versions sum the keys' version counts; logical bytes sum the
+        version documents that are not markers (one a failed write left hidden counts too)."""
+        buckets, _ = self._aggregate("buckets", {"match_all": {}})
+        objects, _ = self._aggregate("keys", term("listed", True))
+        _, (versions,) = self._aggregate("keys", {"match_all": {}}, ["count"])
+        _, (logical,) = self._aggregate("versions", term("delete_marker", False), ["size"])
+        _, (content,) = self._aggregate("contents", {"range": {"refs": {"gt": 0}}}, ["size"])
+        return Usage(buckets, objects, versions, logical, content)
+
     def check(self) -> str:
         """The server's version (8 or later), our indices' mappings, and one counted search
         whose answer must make sense."""

@@ -20,13 +20,14 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TypeVar
 
-from lib.metadata import MetadataError
-from lib.metadata.sql import SqlStore, Tx
+from lib.metadata import MetadataError, Version
+from lib.metadata.sql import SqlStore, Tx, current_version
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2
+#: 2 -> 3: the trigram index of the key search.
+SCHEMA_VERSION = 3
 #: Connections each process keeps (an api worker's threads share them).
 POOL_MAX = 16
 #: Seconds a request waits for a pooled connection, and the server's statement timeout.
@@ -81,6 +82,12 @@ _SCHEMA = (
         updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, id))""",
 )
 
+#: The key search's index: pg_trgm's GIN operator class answers ILIKE '%q%' without reading
+#: every key (the extension's schema is found at start: it may live outside ours).
+_TRIGRAM_INDEX = ("CREATE INDEX IF NOT EXISTS current_key_trgm ON current "
+                  "USING gin (key {}.gin_trgm_ops)")
+_CURRENT_COLUMNS = "seq, bucket, key, number, created, size, etag"
+
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -90,16 +97,52 @@ def _dialect(sql: str) -> str:
 
 
 class _PgTx(Tx):
-    def __init__(self, cursor):
-        self._cursor = cursor
+    """Statements on one connection; in a write, the connection is in pipeline mode, so
+    ``later`` and ``send`` wait for nothing and a round trip carries every statement queued
+    since the last one that waited (BEGIN with the first, COMMIT with the last)."""
+
+    def __init__(self, conn, pipeline=None):
+        self._conn = conn
+        self._pipeline = pipeline
+        self._cursor = conn.cursor()
+        self._queued = False                 # statements sent but not yet answered
+
+    def _execute(self, cursor, sql: str, params: tuple) -> None:
+        cursor.execute(_dialect(sql), params)
+        self._queued = self._pipeline is not None
+
+    def _wait(self) -> None:
+        """The answers to everything sent (a cursor's description and count come only
+        with them)."""
+        if self._queued:
+            self._pipeline.sync()
+            self._queued = False
 
     def rows(self, sql: str, *params: object) -> list[tuple]:
-        self._cursor.execute(_dialect(sql), params)
+        self._execute(self._cursor, sql, params)
+        self._wait()
         return self._cursor.fetchall() if self._cursor.description else []
 
     def run(self, sql: str, *params: object) -> int:
-        self._cursor.execute(_dialect(sql), params)
+        self._execute(self._cursor, sql, params)
+        self._wait()
         return self._cursor.rowcount
+
+    def later(self, sql: str, *params: object) -> Callable[[], list[tuple]]:
+        cursor = self._conn.cursor()         # its own: a cursor keeps only its last result
+        self._execute(cursor, sql, params)
+        found: list[list[tuple]] = []
+
+        def rows() -> list[tuple]:
+            if not found:
+                self._wait()
+                found.append(cursor.fetchall() if cursor.description else [])
+            return found[0]
+
+        return rows
+
+    def send(self, sql: str, *params: object) -> None:
+        self._execute(self._cursor, sql, params)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -119,6 +162,8 @@ class PostgresStore(SqlStore):
     name = "postgresql"
     lock_rows = " FOR UPDATE"
     share_rows = " FOR SHARE"
+    #: Whether the key search has its pg_trgm index (found or made at start).
+    trigram = False
 
     def __init__(self, url: str, pool_max: int = POOL_MAX) -> None:
         import psycopg
@@ -129,9 +174,12 @@ class PostgresStore(SqlStore):
         where = urllib.parse.urlsplit(conninfo)
         self._where = f"{where.hostname or ''}:{where.port or 5432}{where.path}"
         timeout_ms = int(WAIT_TIMEOUT * 1000)
+        # No check on every checkout (a round trip per operation): a connection found dead
+        # by its first statement makes the pool check the idle ones, and the operation is
+        # tried again (see _run).
         self._pool = ConnectionPool(
             conninfo, min_size=1, max_size=pool_max, timeout=WAIT_TIMEOUT, open=False,
-            check=ConnectionPool.check_connection, name=f"tessera-{self._schema}",
+            name=f"tessera-{self._schema}",
             kwargs={"autocommit": False, "connect_timeout": 5,
                     "application_name": f"tessera:{self._schema}",
                     "options": f"-c search_path={self._schema} "
@@ -163,11 +211,37 @@ class PostgresStore(SqlStore):
         elif row[0] > SCHEMA_VERSION:
             raise MetadataError(self._say(f"schema {row[0]} is newer than this code's "
                                           f"{SCHEMA_VERSION}"))
+        elif row[0] == 2:
+            tx.run("UPDATE tessera_schema SET version = ?", SCHEMA_VERSION)
+            log.warning("%s", self._say("migrated from schema 2 to 3 (key search index)"))
         elif row[0] < SCHEMA_VERSION:
             raise MetadataError(self._say(f"no migration from schema {row[0]}"))
+        self.trigram = self._ensure_trigram(tx)
+
+    def _ensure_trigram(self, tx: _PgTx) -> bool:
+        """Create pg_trgm (when allowed) and the key search's index; False, logged, when the
+        extension cannot be had: searches then read every current key of their bucket."""
+        found = tx.one("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                       "ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'")
+        if found is None:
+            tx.run("SAVEPOINT trgm")
+            try:
+                tx.run("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+                tx.run("RELEASE SAVEPOINT trgm")
+                found = ("public",)
+            except self._psycopg.Error as exc:
+                tx.run("ROLLBACK TO SAVEPOINT trgm")
+                log.warning("%s", self._say(
+                    f"pg_trgm unavailable ({str(exc).strip()}): key search scans the keys"))
+                return False
+        tx.run(_TRIGRAM_INDEX.format(found[0]))
+        return True
 
     # -- running operations --------------------------------------------------------------------
-    def _run(self, op: Callable[[Tx], _T], retry: bool = True) -> _T:
+    def _run(self, op: Callable[[Tx], _T], retry: bool = True, read: bool = False) -> _T:
+        """Run ``op`` in a transaction of its own; a ``read`` runs each statement on its
+        own (autocommit: no BEGIN and COMMIT round trips), which under READ COMMITTED sees
+        exactly what the same statements in a transaction would."""
         errors = self._psycopg.errors
         attempt = 0
         while True:
@@ -175,10 +249,13 @@ class PostgresStore(SqlStore):
             committing = False
             try:
                 with self._pool.connection() as conn:
-                    with conn.cursor() as cursor:
-                        result = op(_PgTx(cursor))
-                    committing = True
-                    conn.commit()
+                    conn.autocommit = read
+                    if read:
+                        return op(_PgTx(conn))
+                    with conn.pipeline() as pipeline:
+                        result = op(_PgTx(conn, pipeline))
+                        committing = True
+                        conn.commit()
                     return result
             except (errors.SerializationFailure, errors.DeadlockDetected) as exc:
                 if not retry or attempt >= ATTEMPTS:
@@ -190,6 +267,7 @@ class PostgresStore(SqlStore):
                 if committing or not retry or attempt >= 2:
                     raise MetadataError(self._say(str(exc).strip())) from exc
                 log.warning("%s", self._say(f"connection lost, retrying: {exc}"))
+                self._pool.check()           # drop the other dead ones before the retry
             except self._psycopg.Error as exc:
                 raise MetadataError(self._say(str(exc).strip())) from exc
             except Exception as exc:
@@ -198,7 +276,7 @@ class PostgresStore(SqlStore):
                 raise
 
     def _read(self, op: Callable[[Tx], _T]) -> _T:
-        return self._run(op)
+        return self._run(op, read=True)
 
     def _write(self, op: Callable[[Tx], _T]) -> _T:
         return self._run(op)
@@ -213,6 +291,25 @@ class PostgresStore(SqlStore):
         if row is None or row[0] != SCHEMA_VERSION:
             raise MetadataError(self._say(f"schema {row}"))
         return f"postgresql:{self._where}/{self._schema}"
+
+    def substring_page(self, bucket: str | None, q: str, limit: int,
+                       after: str | None) -> tuple[list[Version], str | None]:
+        """ILIKE over the trigram index, by (bucket, key)."""
+        start = ("", "")
+        if after is not None:
+            start_bucket, sep, start_key = after.partition("\0")
+            if not sep:
+                raise ValueError(f"not a search cursor: {after!r}")
+            start = (start_bucket, start_key)
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        in_bucket, params = ("AND bucket = ? ", (bucket,)) if bucket is not None else ("", ())
+        rows = self._read(lambda tx: tx.rows(
+            f"SELECT {_CURRENT_COLUMNS} FROM current WHERE key ILIKE ? ESCAPE '\\' "
+            f"{in_bucket}AND (bucket, key) > (?, ?) ORDER BY bucket, key LIMIT ?",
+            pattern, *params, *start, limit + 1))
+        page = [current_version(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return page, f"{page[-1].bucket}\0{page[-1].key}" if more else None
 
     def drop_schema(self) -> None:
         """Remove this store's schema and everything in it (tests, and an operator's reset)."""

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 from lib.errors import (BucketExists, BucketNotEmpty, ContentGone, InvalidPart, NoSuchBucket,
                         NoSuchUpload)
 from lib.metadata import (ENABLED, NULL_VERSION_ID, SUSPENDED, UNVERSIONED, Bucket, Content,
-                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Version,
-                          WriteCondition, check_draft, check_page, check_text,
+                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Usage,
+                          Version, WriteCondition, check_draft, check_page, check_text,
                           decode_version_id, valid_number)
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,19 @@ class Tx:
         """Execute; the number of rows changed."""
         raise NotImplementedError
 
+    def later(self, sql: str, *params: object) -> Callable[[], list[tuple]]:
+        """Execute, and read the rows when the returned function is called.  A backend that
+        pipelines (PostgreSQL) sends the statement now and waits for its answer only then, so
+        statements issued before it cost one round trip together; the server still runs them
+        in order, each after the one before."""
+        found = self.rows(sql, *params)
+        return lambda: found
+
+    def send(self, sql: str, *params: object) -> None:
+        """Execute when neither rows nor a count are needed (pipelined like :meth:`later`; a
+        failure surfaces at the next statement that waits, or at commit)."""
+        self.run(sql, *params)
+
 
 def _version(row: Sequence, meta: bool = True) -> Version:
     try:
@@ -74,7 +87,9 @@ def _version(row: Sequence, meta: bool = True) -> Version:
         raise MetadataError(f"malformed version row {tuple(row)!r}: {exc}") from None
 
 
-def _current(row: Sequence) -> Version:
+def current_version(row: Sequence) -> Version:
+    """A version from a ``current`` row (``seq, bucket, key, number, created, size, etag``):
+    what listings and searches answer (no hash, no meta)."""
     seq, bucket, key, number, created, size, etag = row
     return Version(bucket=bucket, key=key, seq=int(seq), number=int(number), is_null=False,
                    is_latest=True, delete_marker=False, created=float(created), size=int(size),
@@ -212,24 +227,46 @@ class SqlStore(MetadataStore):
 
     # -- writing versions ----------------------------------------------------------------------
     def _versioning(self, tx: Tx, bucket: str) -> str:
-        row = tx.one("SELECT versioning FROM buckets WHERE name = ?" + self.share_rows, bucket)
-        if row is None:
-            raise NoSuchBucket(f"no bucket {bucket!r}")
-        return row[0]
+        return self._versioning_later(tx, bucket)()
+
+    def _versioning_later(self, tx: Tx, bucket: str) -> Callable[[], str]:
+        rows = tx.later("SELECT versioning FROM buckets WHERE name = ?" + self.share_rows,
+                        bucket)
+
+        def versioning() -> str:
+            found = rows()
+            if not found:
+                raise NoSuchBucket(f"no bucket {bucket!r}")
+            return found[0][0]
+
+        return versioning
 
     def _latest(self, tx: Tx, bucket: str, key: str) -> Version | None:
-        row = tx.one(f"SELECT {_VERSION} FROM versions WHERE bucket = ? AND key = ? "
-                     "AND is_latest = 1", bucket, key)
-        return None if row is None else _version(row)
+        return self._latest_later(tx, bucket, key)()
+
+    def _latest_later(self, tx: Tx, bucket: str, key: str) -> Callable[[], Version | None]:
+        rows = tx.later(f"SELECT {_VERSION} FROM versions WHERE bucket = ? AND key = ? "
+                        "AND is_latest = 1", bucket, key)
+
+        def latest() -> Version | None:
+            found = rows()
+            return _version(found[0]) if found else None
+
+        return latest
 
     def _next_number(self, tx: Tx, bucket: str, key: str, step: int = 1) -> int:
+        return self._next_number_later(tx, bucket, key, step)()
+
+    def _next_number_later(self, tx: Tx, bucket: str, key: str,
+                           step: int = 1) -> Callable[[], int]:
         """Allocate the key's next number (``step`` 0: only lock the key); the row it
-        updates serialises the writers of one key across processes and hosts."""
-        (number,) = tx.one(
+        updates serialises the writers of one key across processes and hosts, so what is
+        read after it (the latest version) is read under that lock."""
+        rows = tx.later(
             "INSERT INTO keys (bucket, key, last_number) VALUES (?, ?, ?) "
             "ON CONFLICT (bucket, key) DO UPDATE SET last_number = keys.last_number + ? "
             "RETURNING last_number", bucket, key, step, step)
-        return int(number)
+        return lambda: int(rows()[0][0])
 
     def _unlock_unused(self, tx: Tx, bucket: str, key: str) -> None:
         """Drop the lock row a delete of a key that never had a version created."""
@@ -247,7 +284,7 @@ class SqlStore(MetadataStore):
                               "WHERE hash = ?", counts[hash_], hash_):
                     raise ContentGone(f"content {hash_} was collected meanwhile; send it again")
             return
-        tx.run("INSERT INTO contents (hash, size, md5, refs, unreferenced_since, created) "
+        tx.send("INSERT INTO contents (hash, size, md5, refs, unreferenced_since, created) "
                "VALUES (?, ?, ?, 1, NULL, ?) ON CONFLICT (hash) DO UPDATE SET "
                "refs = contents.refs + 1, unreferenced_since = NULL, "
                "md5 = CASE WHEN contents.md5 = '' THEN excluded.md5 ELSE contents.md5 END",
@@ -278,9 +315,9 @@ class SqlStore(MetadataStore):
 
     def _set_current(self, tx: Tx, version: Version | None, bucket: str, key: str) -> None:
         if version is None or version.delete_marker:
-            tx.run("DELETE FROM current WHERE bucket = ? AND key = ?", bucket, key)
+            tx.send("DELETE FROM current WHERE bucket = ? AND key = ?", bucket, key)
             return
-        tx.run("INSERT INTO current (bucket, key, seq, number, created, size, etag) "
+        tx.send("INSERT INTO current (bucket, key, seq, number, created, size, etag) "
                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (bucket, key) DO UPDATE SET "
                "seq = excluded.seq, number = excluded.number, created = excluded.created, "
                "size = excluded.size, etag = excluded.etag",
@@ -300,11 +337,18 @@ class SqlStore(MetadataStore):
         self._set_current(tx, newest, bucket, key)
 
     def _insert(self, tx: Tx, draft: Draft, condition: WriteCondition | None,
-                versioning: str) -> Version:
-        """The body of every version write (PUT, delete marker, Complete, copy)."""
+                versioning: str | None = None) -> Version:
+        """The body of every version write (PUT, delete marker, Complete, copy); the bucket's
+        ``versioning`` is read here when not given.  The reads before the condition check go
+        out together (one round trip on PostgreSQL), in the order the locks need."""
         now = time.time()
-        number = self._next_number(tx, draft.bucket, draft.key)
-        latest = self._latest(tx, draft.bucket, draft.key)
+        bucket_versioning = (self._versioning_later(tx, draft.bucket) if versioning is None
+                             else None)
+        number_later = self._next_number_later(tx, draft.bucket, draft.key)
+        latest_later = self._latest_later(tx, draft.bucket, draft.key)
+        if bucket_versioning is not None:
+            versioning = bucket_versioning()
+        number, latest = number_later(), latest_later()
         if condition is not None:
             condition.check(latest)
         self._reference(tx, draft, now)
@@ -315,7 +359,7 @@ class SqlStore(MetadataStore):
             if row is not None:
                 self._remove(tx, _version(row), now)
         if latest is not None:
-            tx.run("UPDATE versions SET is_latest = 0 WHERE seq = ?", latest.seq)
+            tx.send("UPDATE versions SET is_latest = 0 WHERE seq = ?", latest.seq)
         (seq,) = tx.one(
             "INSERT INTO versions (bucket, key, number, is_null, is_latest, delete_marker, "
             "created, size, hash, etag, parts, meta) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) "
@@ -324,7 +368,7 @@ class SqlStore(MetadataStore):
             draft.meta.to_json())
         offset = 0
         for part in draft.parts:
-            tx.run(f"INSERT INTO version_parts (seq, {_PART}, part_offset) "
+            tx.send(f"INSERT INTO version_parts (seq, {_PART}, part_offset) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", seq, part.number, part.hash,
                    part.size, part.etag, json.dumps(dict(part.checksums)), part.created,
                    part.content_offset, part.stored_size, offset)
@@ -337,8 +381,7 @@ class SqlStore(MetadataStore):
 
     def put_version(self, draft: Draft, condition: WriteCondition | None = None) -> Version:
         check_draft(draft)
-        return self._write(lambda tx: self._insert(tx, draft, condition,
-                                                   self._versioning(tx, draft.bucket)))
+        return self._write(lambda tx: self._insert(tx, draft, condition))
 
     def delete_object(self, bucket: str, key: str,
                       condition: WriteCondition | None = None) -> Version | None:
@@ -431,7 +474,7 @@ class SqlStore(MetadataStore):
         sql = (f"SELECT {_CURRENT} FROM current WHERE bucket = ? AND key {'>=' if inclusive else '>'} ?"
                + (" AND key < ?" if end is not None else "") + " ORDER BY key LIMIT ?")
         params = (bucket, start) + ((end,) if end is not None else ()) + (limit,)
-        return [_current(r) for r in self._read(lambda tx: tx.rows(sql, *params))]
+        return [current_version(r) for r in self._read(lambda tx: tx.rows(sql, *params))]
 
     def versions_page(self, bucket: str, key: str, below_seq: int | None, end: str | None,
                       limit: int) -> list[Version]:
@@ -657,3 +700,16 @@ class SqlStore(MetadataStore):
     def delete_record(self, kind: str, id: str) -> bool:
         return bool(self._write(lambda tx: tx.run(
             "DELETE FROM records WHERE kind = ? AND id = ?", kind, id)))
+
+    # -- operations ------------------------------------------------------------------------------
+    def usage(self) -> Usage:
+        def op(tx: Tx) -> Usage:
+            (buckets,) = tx.one("SELECT COUNT(*) FROM buckets")
+            (objects,) = tx.one("SELECT COUNT(*) FROM current")
+            versions, logical = tx.one(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN delete_marker = 0 THEN size END), 0) "
+                "FROM versions")
+            (content,) = tx.one("SELECT COALESCE(SUM(size), 0) FROM contents WHERE refs > 0")
+            return Usage(int(buckets), int(objects), int(versions), int(logical), int(content))
+
+        return self._read(op)

@@ -27,18 +27,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from lib.errors import ObjectStoreError
-from lib.metadata import ENABLED, MetadataError
-from lib.metadata.sql import SqlStore, Tx
+from lib.metadata import ENABLED, MetadataError, Version
+from lib.metadata.sql import SqlStore, Tx, current_version
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: The columns of ``current`` (as ``c``) that make a listed version.
+_CURRENT_OF_C = "c.seq, c.bucket, c.key, c.number, c.created, c.size, c.etag"
 
 #: Milliseconds a connection waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 30_000
 #: Idle connections kept for reuse; threads beyond this open (and later close) their own.
 POOL_SIZE = 8
-#: The schema this code writes; older ones are migrated at start.
-SCHEMA_VERSION = 2
+#: The schema this code writes; older ones are migrated at start (2 -> 3: the key search).
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE buckets (
@@ -94,6 +96,32 @@ _SCHEMA = (
         PRIMARY KEY (kind, id)
     ) WITHOUT ROWID""",
 )
+
+#: Schema 3: substring search over the current keys.  ``key_ids`` numbers every key that
+#: has a current version (maintained by triggers on ``current``, so in the transaction that
+#: writes the version); ``key_search``, an FTS5 trigram index over it, finds a substring of
+#: three characters or more without reading the keys.
+_SEARCH = (
+    """CREATE TABLE key_ids (
+        id INTEGER PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, UNIQUE (bucket, key)
+    )""",
+    """CREATE VIRTUAL TABLE key_search USING fts5(
+        key, content='key_ids', content_rowid='id', tokenize='trigram')""",
+    """CREATE TRIGGER key_ids_added AFTER INSERT ON key_ids BEGIN
+        INSERT INTO key_search (rowid, key) VALUES (new.id, new.key); END""",
+    """CREATE TRIGGER key_ids_removed AFTER DELETE ON key_ids BEGIN
+        INSERT INTO key_search (key_search, rowid, key) VALUES ('delete', old.id, old.key); END""",
+    """CREATE TRIGGER current_added AFTER INSERT ON current BEGIN
+        INSERT OR IGNORE INTO key_ids (bucket, key) VALUES (new.bucket, new.key); END""",
+    """CREATE TRIGGER current_removed AFTER DELETE ON current BEGIN
+        DELETE FROM key_ids WHERE bucket = old.bucket AND key = old.key; END""",
+)
+
+
+def _to_v3() -> list[str]:
+    """Statements adding the key search to a schema 2 database, filled from ``current``."""
+    return [*_SEARCH, "INSERT INTO key_ids (bucket, key) SELECT bucket, key FROM current"]
+
 
 def _from_v1(book_bucket: str, now: float) -> list[tuple[str, tuple]]:
     """Statements moving the first release's table into the book bucket (schema 0 -> 2)."""
@@ -198,17 +226,23 @@ class SqliteStore(SqlStore):
                                           f"{SCHEMA_VERSION}"))
         tables = {name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "versions" in tables:
+        if version == 2:
+            for statement in _to_v3():
+                conn.execute(statement)
+            log.warning("migrated %s from schema 2 to 3: key search index built", self._path)
+        elif "versions" in tables:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(versions)")}
             if not {"name", "version", "size", "hash"} <= columns:
                 raise MetadataError(self._say(f"unknown schema: versions has {columns}"))
             count = conn.execute("SELECT COUNT(*) FROM versions").fetchone()[0]
             for statement, params in _from_v1(self._book_bucket, time.time()):
                 conn.execute(statement, params)
+            for statement in _to_v3():
+                conn.execute(statement)
             log.warning("migrated %s: %d version(s) of schema 1 moved into bucket %r",
                         self._path, count, self._book_bucket)
         else:
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *_SEARCH):
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -332,6 +366,24 @@ class SqliteStore(SqlStore):
                 raise
 
     # -- operations ----------------------------------------------------------------------------
+    def substring_page(self, bucket: str | None, q: str, limit: int,
+                       after: str | None) -> tuple[list[Version], str | None]:
+        """From the trigram index, by key id (the order keys first became current)."""
+        try:
+            after_id = 0 if after is None else int(after)
+        except ValueError:
+            raise ValueError(f"not a search cursor: {after!r}") from None
+        phrase = '"' + q.replace('"', '""') + '"'
+        in_bucket, params = ("AND k.bucket = ? ", (bucket,)) if bucket is not None else ("", ())
+        rows = self._read(lambda tx: tx.rows(
+            f"SELECT k.id, {_CURRENT_OF_C} FROM key_search s "
+            "JOIN key_ids k ON k.id = s.rowid "
+            "JOIN current c ON c.bucket = k.bucket AND c.key = k.key "
+            f"WHERE key_search MATCH ? AND s.rowid > ? {in_bucket}"
+            "ORDER BY s.rowid LIMIT ?", phrase, after_id, *params, limit + 1))
+        page = [current_version(row[1:]) for row in rows[:limit]]
+        return page, str(rows[limit - 1][0]) if len(rows) > limit else None
+
     def check(self) -> str:
         def op(tx: Tx) -> tuple:
             mode = tx.one("PRAGMA journal_mode")

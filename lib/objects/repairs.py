@@ -38,6 +38,8 @@ class Repairer:
         self._locator = locator
         self._lock = threading.Lock()
         self._pending: set[str] = set()
+        #: Repairs this process finished and failed since it started (the management API).
+        self.done = self.failed = 0
         self._checked: dict[str, float] = {}
         self._check_budget = float(UNREAD_CHECKS_PER_SECOND)
         self._budget_time = time.monotonic()
@@ -99,8 +101,10 @@ class Repairer:
         self.request(hash_, size, damaged)
 
     def _repair(self, hash_: str, size: int, damaged: dict[int, str]) -> None:
+        done = False
         try:
             repair_object(self._client, self._registry, self._locator, hash_, size, damaged)
+            done = True
         except NotEnoughDataServers as exc:
             log.error("repair of %s failed: %s", hash_, exc)
         except Exception:
@@ -108,6 +112,14 @@ class Repairer:
         finally:
             with self._lock:
                 self._pending.discard(hash_)
+                if done:
+                    self.done += 1
+                else:
+                    self.failed += 1
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -26,8 +26,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from lib.errors import (DataServerError, NotEnoughDataServers, ObjectStoreError, Refused,
-                        SizeMismatch)
+from lib.errors import DataServerError, NotEnoughDataServers, ObjectStoreError, SizeMismatch
 from lib.hashing import quote_hash
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
@@ -51,10 +50,13 @@ _pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="shard")
 
 def counts_against_server(error: BaseException | None) -> bool:
     """Whether a failed shard transfer shows its data server down: it refused or broke the
-    connection, timed out, or answered 5xx (a DataServerError).  Not a 4xx (the server is up
-    and judged the request), nor a failure of our own body source (``BodyFailed``, the
-    stream's own SizeMismatch, an abort)."""
-    return isinstance(error, DataServerError) and not isinstance(error, Refused)
+    connection, timed out, or sent no HTTP answer (a DataServerError without a status).
+    Not an answer, even a 5xx: the server is up and failed that one request, whose shard
+    goes elsewhere; dropping it from the live servers would starve every other PUT of
+    placements (a burst of 5xx answers from two servers took a cluster below its write
+    quorum).  Nor a failure of our own body source (``BodyFailed``, the stream's own
+    SizeMismatch, an abort)."""
+    return isinstance(error, DataServerError) and error.status is None
 
 
 def run_parallel(calls) -> list:

@@ -45,7 +45,7 @@ from lib.registry import DataServerRegistry
 from lib.rs import layout
 from lib.rs.codec import get_codec
 from lib.rs.params import ALL_SHARDS, BLOCK_SIZE, DATA_SHARDS
-from lib.rs.put import run_parallel
+from lib.rs.put import counts_against_server, run_parallel
 from lib.upload_token import UploadToken
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ def create_upload(temps: DataServerClient, registry: DataServerRegistry, name: s
             try:
                 return address, temps.post_temp(address, f"{quoted}.{index}", shard_size)
             except DataServerError as exc:
-                registry.forget(address, f"creating an upload temp object failed: {exc}")
+                if counts_against_server(exc):
+                    registry.forget(address, f"creating an upload temp object failed: {exc}")
                 with lock:
                     chosen = registry.choose(1, exclude=used)
                     used.update(chosen)

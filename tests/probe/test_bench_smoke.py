@@ -38,3 +38,58 @@ def test_quick_json_run_reports_every_required_number():
         value = result.get(key)
         assert isinstance(value, (int, float)) and not isinstance(value, bool), (key, value)
         assert value > 0, (key, value)
+
+
+GROUP_KEYS = (
+    "book_put_4k_ops", "book_get_1m_mbps", "s3_put_4k_ops", "s3_get_4k_ops", "s3_put_1m_mbps",
+    "s3_get_1m_mbps", "s3_put_4k_ratio",
+    "list_keys_p50_ms", "list_prefixes_p50_ms",
+    "mp_book_put_mbps", "mp_single_put_mbps", "mp_multipart_put_mbps", "mp_multipart_put_ratio",
+    "mp_single_get_mbps", "mp_multipart_get_mbps", "mp_complete_p50_ms",
+    "sqlite_small_put_ops", "pg_small_put_ops", "pg_small_put_ratio", "pg_small_get_ops",
+    "sqlite_list_keys_p50_ms", "pg_list_keys_p50_ms", "pg_list_prefixes_ratio",
+    "cond_book_put_ops", "cond_book_none_match_ratio", "cond_book_match_ratio",
+    "cond_s3_put_ops", "cond_s3_none_match_ratio", "cond_s3_match_ratio",
+)
+
+
+@pytest.mark.probe
+def test_groups_run_with_tiny_sizes_and_print_their_rows():
+    """Every group besides book, at sizes that only show it runs: the table has their rows
+    and the JSON their numbers; the PostgreSQL cluster's schema is dropped."""
+    tiny = ["--quick", "--only", "s3,list,multipart,pg,cond", "--small-seconds", "0.3",
+            "--multipart-mib", "2", "--part-mib", "1", "--complete-parts", "5",
+            "--list-keys", "30", "--samples", "3", "--large-count", "1"]
+    for extra in (["--json"], []):
+        process = subprocess.Popen([sys.executable, "scripts/bench.py", *tiny, *extra],
+                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        try:
+            stdout, stderr = process.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            stdout, stderr = process.communicate(timeout=60)
+            pytest.fail(f"bench groups still running after 240 s; stderr:\n{stderr[-4000:]}")
+        assert process.returncode == 0, stderr[-4000:]
+        assert f"bench_{process.pid}_" not in _schemas()
+        if extra:
+            result = json.loads(stdout)
+            for key in GROUP_KEYS:
+                value = result.get(key)
+                assert isinstance(value, (int, float)) and not isinstance(value, bool), \
+                    (key, value)
+                assert value > 0, (key, value)
+            assert result["cluster_log_errors"] == 0
+        else:
+            for label in ("S3 4 KiB PUT", "S3 1 MiB GET", "list 15 keys", "list 15 prefixes",
+                          "S3 multipart PUT", "Complete 5 parts", "pg small PUT",
+                          "pg list 15 keys", "book If-None-Match", "S3 If-Match"):
+                assert label in stdout, (label, stdout)
+
+
+def _schemas() -> str:
+    import psycopg
+
+    with psycopg.connect("postgresql://127.0.0.1:5432/test") as conn:
+        return " ".join(name for (name,) in conn.execute(
+            "SELECT schema_name FROM information_schema.schemata"))

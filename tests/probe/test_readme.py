@@ -45,6 +45,7 @@ def book_nodes(tmp_path):
     suffix = f".readme-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "RABBITMQ_SERVER": RABBITMQ, "API_EXCHANGE": f"apiServers{suffix}",
            "DATA_EXCHANGE": f"dataServers{suffix}", "METADATA_DB": str(tmp_path / "md.db"),
+           "FAULTS_EXCHANGE": f"faults{suffix}",
            "TASK_QUEUE": f"tessera.tasks{suffix}",
            "PYTHONPATH": str(REPO), "HEARTBEAT_INTERVAL": "1", "PATH":
            f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -66,7 +67,8 @@ def book_nodes(tmp_path):
             except ProcessLookupError:
                 pass
         shell.wait(40)
-        delete_exchanges(RABBITMQ, [env["API_EXCHANGE"], env["DATA_EXCHANGE"]])
+        delete_exchanges(RABBITMQ, [env["API_EXCHANGE"], env["DATA_EXCHANGE"],
+                                    env["FAULTS_EXCHANGE"]])
         delete_queues(RABBITMQ, TaskQueues(env["TASK_QUEUE"]).all_names())
 
 
@@ -120,7 +122,8 @@ def test_run_command_prints_where_everything_is_and_stops_on_ctrl_c(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=60)[0]
-        delete_exchanges(RABBITMQ, [f"apiServers{suffix}", f"dataServers{suffix}"])
+        delete_exchanges(RABBITMQ, [f"apiServers{suffix}", f"dataServers{suffix}",
+                                    f"faults{suffix}"])
         delete_queues(RABBITMQ, TaskQueues(f"tessera.tasks{suffix}").all_names())
     assert process.returncode == 0, rest
     assert "stopping" in rest

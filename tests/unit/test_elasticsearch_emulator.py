@@ -20,6 +20,7 @@ import copy
 import functools
 import http.server
 import json
+import re
 import threading
 import urllib.parse
 from typing import Any
@@ -61,6 +62,21 @@ def _values(source: dict[str, Any], field: str) -> list[Any]:
     if value is None:
         return []
     return [v for v in value if v is not None] if isinstance(value, list) else [value]
+
+
+def _wildcard(value: str, case_insensitive: bool) -> "re.Pattern[str]":
+    """ES's wildcard syntax: ``*`` any run, ``?`` one character, ``\\`` escapes the next."""
+    out, chars = [], iter(value)
+    for char in chars:
+        if char == "\\":
+            out.append(re.escape(next(chars, "\\")))
+        elif char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(char))
+    return re.compile("".join(out), re.DOTALL | (re.IGNORECASE if case_insensitive else 0))
 
 
 def _same_kind(a: Any, b: Any) -> bool:
@@ -203,6 +219,11 @@ class Emulator:
                      "lt": lambda v, b: v < b, "lte": lambda v, b: v <= b}
             return any(all(_same_kind(v, b) and tests[op](v, b) for op, b in arg.items())
                        for v in values)
+        if kind == "wildcard":
+            if index.field(field).get("type") != "keyword":
+                raise Failure(400, "query_shard_exception", f"[{field}] is not a keyword")
+            pattern = _wildcard(arg["value"], bool(arg.get("case_insensitive")))
+            return any(isinstance(v, str) and pattern.fullmatch(v) for v in values)
         raise Failure(400, "parsing_exception", f"unknown query [{kind}]")
 
     def _check_query(self, index: _Index, query: Any) -> None:
@@ -215,7 +236,7 @@ class Emulator:
                 clauses = spec.get(name, [])
                 for clause in clauses if isinstance(clauses, list) else [clauses]:
                     self._check_query(index, clause)
-        elif kind in ("term", "terms", "range"):
+        elif kind in ("term", "terms", "range", "wildcard"):
             (field, _), = spec.items()
             index.field(field)
         elif kind != "match_all":
@@ -258,7 +279,19 @@ class Emulator:
         answer: dict[str, Any] = {"hits": {"hits": hits}}
         if body.get("track_total_hits", True) is not False:
             answer["hits"]["total"] = {"value": len(found), "relation": "eq"}
+        if body.get("aggs"):
+            answer["aggregations"] = {name: self._aggregate(index, spec, found)
+                                      for name, spec in body["aggs"].items()}
         return answer
+
+    def _aggregate(self, index: _Index, spec: dict[str, Any], found) -> dict[str, Any]:
+        """The ``sum`` metric (ES answers a double, 0.0 over no documents)."""
+        if list(spec) != ["sum"]:
+            raise Failure(400, "parsing_exception", f"unknown aggregation {spec!r}")
+        field = spec["sum"]["field"]
+        if index.field(field).get("type") not in ("long", "double"):
+            raise Failure(400, "illegal_argument_exception", f"[{field}] is not numeric")
+        return {"value": float(sum(v for _, source in found for v in _values(source, field)))}
 
     # -- requests --------------------------------------------------------------------------------
     def handle(self, method: str, path: str, params: dict[str, str], body: Any) -> tuple:

@@ -330,6 +330,62 @@ def test_versions_of_and_keys_with_versions_over(store: MetadataStore) -> None:
     assert store.keys_with_versions_over("v", 2, after="many") == []
 
 
+# -- key search ----------------------------------------------------------------------------------
+
+def _search_all(store: MetadataStore, bucket, q: str, limit: int) -> list[tuple[str, str]]:
+    """Every page of a search, followed by its cursors; no key may come twice."""
+    found, after = [], None
+    while True:
+        page, after = store.search_keys(bucket, q, limit, after)
+        assert len(page) <= limit
+        found += [(v.bucket, v.key) for v in page]
+        if after is None:
+            assert len(found) == len(set(found))
+            return found
+        assert len(page) == limit
+
+
+def test_search_keys_by_substring(store: MetadataStore) -> None:
+    for key in ["logs/app.LOG", "logs/web.log", "img/cat.png", "a_log%", "catalog", "x"]:
+        put(store, key)
+    put(store, "logs/old.log", bucket="u")
+    put(store, "blog", content="c2")
+    store.delete_object("v", "blog")                     # a delete marker: not listed
+    assert sorted(_search_all(store, "v", "log", 100)) == [
+        ("v", "a_log%"), ("v", "catalog"), ("v", "logs/app.LOG"), ("v", "logs/web.log")]
+    everywhere = _search_all(store, None, "LOG", 2)       # ASCII case ignored, paged by 2
+    assert sorted(everywhere) == sorted([("u", "logs/old.log"), ("v", "a_log%"),
+                                         ("v", "catalog"), ("v", "logs/app.LOG"),
+                                         ("v", "logs/web.log")])
+    assert _search_all(store, None, "_log%", 10) == [("v", "a_log%")]   # % and _ are literal
+    assert _search_all(store, "v", "g/c", 10) == [("v", "img/cat.png")]
+    assert _search_all(store, "v", "nothing-like-it", 10) == []
+    (found,), _ = store.search_keys("v", "web", 10)
+    assert found.size == 1 and found.number == 1 and found.is_latest
+
+
+def test_search_keys_shorter_than_a_trigram_is_a_prefix(store: MetadataStore) -> None:
+    for key in ["ab1", "ab2", "Ab3", "zab"]:
+        put(store, key)
+    put(store, "ab9", bucket="u")
+    assert _search_all(store, "v", "ab", 1) == [("v", "ab1"), ("v", "ab2")]
+    assert _search_all(store, None, "ab", 2) == [("u", "ab9"), ("v", "ab1"), ("v", "ab2")]
+    assert _search_all(store, None, "A", 10) == [("v", "Ab3")]
+    for bad in [("", None), ("ab", "not a cursor"), ("abc", "not a cursor")]:
+        with pytest.raises(ValueError):
+            store.search_keys("v", bad[0], 10, bad[1])
+
+
+def test_usage(store: MetadataStore) -> None:
+    put(store, "a", "h1", size=10)
+    put(store, "a", "h2", size=20)
+    put(store, "b", "h1", size=10)
+    store.delete_object("v", "b")
+    usage = store.usage()
+    assert (usage.buckets, usage.objects, usage.versions) == (2, 1, 4)
+    assert (usage.logical_bytes, usage.content_bytes) == (40, 30)
+
+
 # -- contents ----------------------------------------------------------------------------------
 
 def test_content_references_and_collection(store: MetadataStore) -> None:
@@ -590,6 +646,45 @@ def test_sqlite_migrates_a_first_release_database(tmp_path: Path) -> None:
     with SqliteStore(path) as again:                       # migrated once, then left alone
         assert again.check() == f"sqlite:{path}"
         assert len(again.versions_of("book", "a")) == 4
+
+
+def test_sqlite_migrates_schema_2_in_place(tmp_path: Path) -> None:
+    """A database of schema 2 (no key search) gets its index built from its current keys."""
+    path = tmp_path / "v2.db"
+    with SqliteStore(path) as store:
+        store.create_bucket("v", versioning=ENABLED)
+        put(store, "logs/a.log")
+        put(store, "gone.log")
+        store.delete_object("v", "gone.log")
+    with sqlite3.connect(path) as conn:                  # back to what schema 2 was
+        for statement in ["DROP TRIGGER current_added", "DROP TRIGGER current_removed",
+                          "DROP TABLE key_search", "DROP TABLE key_ids",
+                          "PRAGMA user_version = 2"]:
+            conn.execute(statement)
+    with SqliteStore(path) as migrated:
+        assert migrated.check() == f"sqlite:{path}"
+        assert [v.key for v in migrated.search_keys("v", ".log")[0]] == ["logs/a.log"]
+        put(migrated, "new.log")
+        assert sorted(v.key for v in migrated.search_keys(None, "log")[0]) == [
+            "logs/a.log", "new.log"]
+
+
+def test_postgres_migrates_schema_2_with_a_trigram_index() -> None:
+    url = f"{POSTGRES}?schema=t_{uuid.uuid4().hex[:16]}"
+    store = PostgresStore(url)
+    try:
+        assert store.trigram
+        store._run(lambda tx: tx.run("DROP INDEX current_key_trgm"))
+        store._run(lambda tx: tx.run("UPDATE tessera_schema SET version = 2"))
+        store.close()
+        store = PostgresStore(url)
+        assert store.check().startswith("postgresql:")
+        assert store._read(lambda tx: tx.one(
+            "SELECT indexname FROM pg_indexes WHERE indexname = 'current_key_trgm' "
+            "AND schemaname = current_schema()")) == ("current_key_trgm",)
+    finally:
+        store.drop_schema()
+        store.close()
 
 
 def test_sqlite_group_commit_fails_a_refused_write_alone(tmp_path: Path) -> None:

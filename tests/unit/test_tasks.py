@@ -32,6 +32,7 @@ OTHER = sha256_b64(b"y")
     Task.repair(HASH, 123, {1: "127.0.1.2:1", 4: "127.0.1.5:1"}),
     Task.gc(HASH, 3600.0),
     Task.stored("dir/name with spaces é", 7, HASH, 42),
+    Task.prefetch("bucket", "dir/key é", "job/0001"),
 ])
 def test_task_round_trip(task):
     again = Task.from_json(task.to_json())
@@ -51,6 +52,7 @@ def test_task_round_trip(task):
     b'{"kind": "stored", "hash": "' + HASH.encode() + b'", "size": 1, "name": "n", '
     b'"version": 0}',
     b'{"kind": "gc", "hash": "' + HASH.encode() + b'", "attempt": true}',
+    b'{"kind": "prefetch", "hash": "", "name": "k", "bucket": "b"}',            # no job
 ])
 def test_malformed_tasks_are_refused(body):
     with pytest.raises(MalformedTask):
