@@ -3,7 +3,8 @@ layer (``lib/objects``).
 
 ``create_app`` runs inside each gunicorn worker: it opens the metadata store, starts the
 RabbitMQ thread (heartbeats in, locates out), builds the object layer over the erasure-coded
-content store, and registers the book API's blueprints.  Tests pass their own collaborators
+content store, and registers the book API's blueprints.  gunicorn lets the worker take requests only after
+``ApiServer.wait_ready`` (``lib/server.py``).  Tests pass their own collaborators
 (``metadata``, ``bus``, ``registry``, ``client``).
 
 Deferred work goes to the durable task queue (``lib/tasks.py``) for ``scripts.worker``:
@@ -21,9 +22,10 @@ from api_server import admin, book_token, console, errors, locate, objects, uplo
 from api_server.faults import ApiFaults, wrap_book
 from lib import health as checks, metrics
 from lib.access import Observed
+from lib import memory
 from lib.config import Config
 from lib.locator import Locator
-from lib.membership import track_data_servers
+from lib.membership import track_data_servers, wait_for_data_servers
 from lib.metadata import ENABLED, MetadataStore, Version, open_store
 from lib.objects import Multipart, ObjectLayer
 from lib.objects.erasure import ErasureContentStore
@@ -36,6 +38,10 @@ from lib.tasks import Task, TaskPublisher, TaskQueues
 from lib.webapp import COLLECTORS, create_flask_app
 
 log = logging.getLogger(__name__)
+
+#: Seconds beyond one heartbeat interval a new worker waits for the bus and the data servers
+#: before it takes requests anyway.
+READY_SLACK = 2.0
 
 
 @dataclasses.dataclass
@@ -53,6 +59,16 @@ class ApiServer:
     repairs: Repairs
     tasks: TaskPublisher | None = None
     faults: ApiFaults | None = None
+
+    def wait_ready(self) -> None:
+        """Wait, a bounded time, until connected to RabbitMQ and the data servers have
+        answered the ping sent on connecting: a worker taking requests earlier answers 503
+        (issue 11.2)."""
+        live = wait_for_data_servers(self.bus, self.registry, 1,
+                                     self.config.heartbeat_interval + READY_SLACK)
+        log.info("ready: %s RabbitMQ, %d live data server(s)",
+                 "connected to" if self.bus.connected.is_set() else "NOT connected to",
+                 len(live))
 
     def publish_stored(self, version: Version) -> None:
         """Queue the "object stored" event (best effort: an unreachable broker is logged,
@@ -79,7 +95,7 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
     track_data_servers(bus, config, registry)
     faults.attach(bus, config)
     locator = Locator(bus, config, registry)
-    client = client or DataServerClient(config.http_timeout)
+    client = client or DataServerClient.from_config(config)
     tasks = TaskPublisher(bus, TaskQueues.from_config(config),
                           check_interval=config.heartbeat_interval)
     repairs = Repairs(client, registry, locator, tasks)
@@ -133,6 +149,8 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
     console.install(app)
 
     if start_bus:
+        memory.limit_arenas()
+        api.bus.every(memory.TRIM_INTERVAL, memory.trim)
         api.bus.start()
 
     def stop() -> None:
@@ -141,4 +159,5 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
         api.metadata.close()
 
     app.extensions["tessera.stop"] = stop
+    app.extensions["tessera.ready"] = api.wait_ready
     return app

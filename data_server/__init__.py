@@ -1,7 +1,8 @@
 """Data server: stores shards on one disk and answers locates for them.
 
 ``create_app`` builds the Flask app inside a gunicorn worker: it rebuilds the ObjectIndex from
-``STORAGE_ROOT/objects``, then (unless a test passes ``bus=None``) starts the RabbitMQ thread
+``STORAGE_ROOT/objects``, puts the gate (``data_server/gate.py``: cluster members only) in
+front of every route, then (unless a test passes ``bus=None``) starts the RabbitMQ thread
 that sends heartbeats, answers locates and expires abandoned temp objects.
 """
 from __future__ import annotations
@@ -14,10 +15,12 @@ from flask import Flask, jsonify
 
 from data_server import errors, faults, heartbeat, inspect, locate, objects, tails, temp
 from data_server.fastpath import FastPath
+from data_server.gate import ClusterGate
 from data_server.index import ObjectIndex
 from data_server.storage import Storage
 from lib import health as checks, metrics
 from lib.access import Observed
+from lib.clustermac import ClusterMac
 from lib.config import Config
 from lib.rabbitmq import Bus
 from lib.webapp import COLLECTORS, create_flask_app
@@ -71,9 +74,11 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     app.register_blueprint(tails.bp)
     app.register_blueprint(inspect.bp)
     # A small GET costs four data server requests: their access lines are DEBUG, else they
-    # would be most of what logging costs (README "Metrics and logs").
-    app.wsgi_app = Observed(faults.wrap(FastPath(node, app.wsgi_app), node, engine), "data",
-                            access_level=logging.DEBUG)
+    # would be most of what logging costs (README "Metrics and logs").  Outermost, so that
+    # refused strangers are counted and logged too.
+    app.wsgi_app = Observed(ClusterGate(faults.wrap(FastPath(node, app.wsgi_app), node, engine),
+                                        ClusterMac.from_config(config), config.data_reads_open),
+                            "data", access_level=logging.DEBUG)
     app.extensions["tessera.faults"] = engine
     app.extensions[COLLECTORS].append(metrics.Snapshot(lambda: _disk_families(node)))
 

@@ -42,6 +42,13 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name) or "0"
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 def _address(environ: Mapping[str, str], name: str, default: str | None) -> str:
     raw = environ.get(name) or default
     if not raw:
@@ -156,6 +163,14 @@ class Config:
     faults_exchange: str = "faults"
     #: Seconds between an api worker's re-reads and broadcasts of the fault rules.
     faults_sync_interval: float = 10.0
+    #: Seconds a data server accepts a request's Cluster-Mac time away from its own clock.
+    cluster_mac_skew: float = 300.0
+    #: Data servers serve GET/HEAD without a Cluster-Mac (writes always need one).
+    data_reads_open: bool = False
+    #: Seconds a client may take to send a request head; an api server's request body must
+    #: then arrive within that plus one second per CLIENT_MIN_RATE bytes (0: no pace).
+    client_timeout: float = 10.0
+    client_min_rate: int = 16384
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Config":
@@ -226,6 +241,10 @@ class Config:
             faults_exchange=environ.get("FAULTS_EXCHANGE") or cls.faults_exchange,
             faults_sync_interval=_float(environ, "FAULTS_SYNC_INTERVAL",
                                         cls.faults_sync_interval),
+            cluster_mac_skew=_float(environ, "CLUSTER_MAC_SKEW", cls.cluster_mac_skew),
+            data_reads_open=_flag(environ, "DATA_READS_OPEN"),
+            client_timeout=_float(environ, "CLIENT_TIMEOUT", cls.client_timeout),
+            client_min_rate=_int(environ, "CLIENT_MIN_RATE", cls.client_min_rate),
         )
 
     def require_storage_root(self) -> Path:

@@ -44,6 +44,25 @@ def track_data_servers(bus: Bus, config: Config, registry: DataServerRegistry) -
                                        LocateRequest(ping=True).to_json()))
 
 
+def wait_for_data_servers(bus: Bus, registry: DataServerRegistry, minimum: int,
+                          timeout: float) -> list[str]:
+    """Wait until ``bus`` is connected and ``registry``'s live set has stayed the same for
+    :data:`SETTLE` seconds with at least ``minimum`` servers; return it (possibly short of
+    ``minimum`` when ``timeout`` ran out)."""
+    deadline = time.monotonic() + timeout
+    bus.connected.wait(timeout)
+    live = registry.live()
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = registry.live()
+        if now != live:
+            live, stable_since = now, time.monotonic()
+        elif len(live) >= minimum and time.monotonic() - stable_since >= SETTLE:
+            break
+    return live
+
+
 class ClusterView:
     """A running bus, the registry it feeds, a locator and a data-server client."""
 
@@ -54,7 +73,7 @@ class ClusterView:
                        exchanges=(config.api_exchange, config.data_exchange))
         track_data_servers(self.bus, config, self.registry)
         self.locator = Locator(self.bus, config, self.registry)
-        self.client = DataServerClient(config.http_timeout)
+        self.client = DataServerClient.from_config(config)
 
     def start(self) -> "ClusterView":
         self.bus.start()
@@ -64,18 +83,7 @@ class ClusterView:
         """Wait until connected and the live set has settled with at least ``minimum``
         servers; return it (possibly short of ``minimum`` when ``timeout`` ran out)."""
         timeout = 2 * self.config.heartbeat_interval + 2 if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        self.bus.connected.wait(timeout)
-        live = self.registry.live()
-        stable_since = time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.05)
-            now = self.registry.live()
-            if now != live:
-                live, stable_since = now, time.monotonic()
-            elif len(live) >= minimum and time.monotonic() - stable_since >= SETTLE:
-                break
-        return live
+        return wait_for_data_servers(self.bus, self.registry, minimum, timeout)
 
     def close(self) -> None:
         self.bus.stop()

@@ -2,7 +2,8 @@
 
 Calls go through :mod:`lib.httpclient` (one pool of keep-alive connections per process; a
 small GET makes four calls, a small PUT six, so each call's CPU counts).  Every call has a
-timeout; every shard travels in one streaming request with Content-Length (BOOK W10); every
+timeout and a Cluster-Mac (``lib/clustermac.py``: data servers answer cluster members only);
+every shard travels in one streaming request with Content-Length (BOOK W10); every
 status is checked and turned into a DataServerError or ObjectNotFound (BOOK W9).  A streamed
 body whose own source fails raises :class:`lib.httpclient.BodyFailed`, never a
 DataServerError: the data server is not to blame for it.
@@ -14,6 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
+from lib.clustermac import ClusterMac
 from lib.errors import (Conflict, DataServerError, InvalidHash, ObjectNotFound,
                         ObjectStoreError, Refused)
 from lib.hashing import quote_hash, validate_hash
@@ -75,24 +77,36 @@ class ShardResponse:
 
 
 class DataServerClient:
-    """Talks to data servers; thread-safe (the connection pool is)."""
+    """Talks to data servers, signing every request with ``mac``; thread-safe (the
+    connection pool is)."""
 
-    def __init__(self, timeout: float):
+    def __init__(self, timeout: float, mac: ClusterMac):
         self.timeout = timeout
+        self._mac = mac
         self._pool = ConnectionPool(timeout, max_idle=_POOL_SIZE)
+
+    @classmethod
+    def from_config(cls, config) -> "DataServerClient":
+        return cls(config.http_timeout, ClusterMac.from_config(config))
 
     def _request(self, method: str, address: str, path: str, *, body=None,
                  headers: dict | None = None, stream: bool = False,
                  chunked: bool = False) -> Response:
         """Send a request; unless ``stream``, read its whole (short) answer too."""
         try:
-            response = self._pool.request(method, address, path, body=body, headers=headers,
+            response = self._pool.request(method, address, path, body=body,
+                                          headers=self._mac.headers(method, path, headers),
                                           chunked=chunked)
             if not stream:
                 response.data
             return response
         except (ProtocolError, OSError) as exc:
             raise DataServerError(f"{method} {path}: {exc!r}", address) from exc
+
+    def _call(self, method: str, address: str, path: str, body: bytes | None,
+              headers: dict) -> tuple:
+        """One signed request for :meth:`ConnectionPool.request_many`."""
+        return method, address, path, body, self._mac.headers(method, path, headers)
 
     @staticmethod
     def _check(response: Response, address: str, what: str) -> Response:
@@ -208,8 +222,8 @@ class DataServerClient:
         """Store and commit whole (short) shards, ``(address, quoted name, bytes)`` each, one
         request a shard, all sent before any answer is read; the shard hash of each, or the
         error it met."""
-        calls = [("POST", address, f"/temp/{name}?commit=1", data, {"Size": str(len(data))})
-                 for address, name, data in shards]
+        calls = [self._call("POST", address, f"/temp/{name}?commit=1", data,
+                            {"Size": str(len(data))}) for address, name, data in shards]
         return [self._outcome(call, response, stream=False,
                               then=lambda r: r.headers.get("Shard-Hash", ""))
                 for call, response in zip(calls, self._pool.request_many(calls))]
@@ -234,7 +248,8 @@ class DataServerClient:
         """Start streaming GETs of shard bytes, ``(address, quoted name, first, last)`` each
         (``last`` inclusive), all sent before any answer is read; a ShardResponse for each,
         or the error it met."""
-        calls = [("GET", address, f"/objects/{name}", None, {"Range": f"bytes={first}-{last}"})
+        calls = [self._call("GET", address, f"/objects/{name}", None,
+                            {"Range": f"bytes={first}-{last}"})
                  for address, name, first, last in ranges]
         results = []
         for call, (address, _, first, last), answer in zip(calls, ranges,

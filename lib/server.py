@@ -18,6 +18,7 @@ from gunicorn.glogging import Logger
 
 from lib import logs, metrics
 from lib.config import Config
+from lib.pacing import paced_worker
 
 #: Seconds a stopping server lets requests in flight finish.
 GRACEFUL_TIMEOUT = 20
@@ -66,15 +67,20 @@ def run(factory: Callable[[Config], object], config: Config, name: str) -> None:
     configure_logging(config)
     metrics.use_multiprocess_dir(config.metrics_dir)      # removed when this process exits
 
-    def post_worker_init(_worker) -> None:
+    def post_worker_init(worker) -> None:
         configure_logging(config)
+        ready = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("tessera.ready")
+        if ready is not None:
+            ready()             # before the worker accepts a connection (issue 11.2)
 
     _Gunicorn(lambda: factory(config), {
         "bind": [config.listen_address] + ([config.s3_listen_address]
                                            if name == "api_server" and
                                            config.s3_listen_address else []),
         "workers": config.workers,
-        "worker_class": "gthread",
+        # Slow clients hold no thread while sending a head; api servers' bodies keep a pace.
+        "worker_class": paced_worker(config.client_timeout, config.client_min_rate
+                                     if name == "api_server" else 0),
         "threads": config.threads,
         "timeout": 60,
         "graceful_timeout": GRACEFUL_TIMEOUT,

@@ -124,8 +124,9 @@ api RSS: VmHWM (lifetime peak) of the api server's gunicorn master and workers a
 workload; api_peak_rss_mb is the value after the large and degraded workloads.
 
 --json keys: <workload>_mbps, <workload>_ops, <workload>_p50_ms, <workload>_p99_ms,
-<workload>_ratio and <workload>_rss_mb per workload (mbps only where bytes move, ratio only
-where a baseline applies, rss only for cluster workloads), api_peak_rss_mb, cluster_log_errors (ERROR lines and tracebacks in
+<workload>_ratio, <workload>_rss_mb and <workload>_cpu_ms (CPU of the cluster's processes
+per operation) per workload (mbps only where bytes move, ratio only where a baseline
+applies, rss and cpu only for cluster workloads), api_peak_rss_mb, cluster_log_errors (ERROR lines and tracebacks in
 the cluster's logs), and the run's settings and machine: cpu_count, python_version, platform,
 loadavg_start, loadavg_end, large_object_mib, large_count, small_object_bytes, clients,
 small_seconds, latency_samples, quick, groups, peer, total_seconds.
@@ -380,6 +381,19 @@ def api_peak_rss_mib(cluster: Cluster) -> float:
     return max(_vm_hwm_kib(pid) for pid in [master, *_children(master)]) / 1024
 
 
+def cluster_cpu_seconds(cluster: Cluster) -> float:
+    """User and system CPU seconds of every running data and api server process (gunicorn
+    masters and workers)."""
+    pids = [pid for node in cluster.data + cluster.api if node.running
+            for pid in [node.process.pid, *_children(node.process.pid)]]
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _vm_hwm_kib(pid: int) -> int:
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -417,6 +431,9 @@ class Result:
     nbytes: int                          # payload bytes moved
     baseline: "Result | None" = None
     rss_mib: float | None = None
+    #: CPU milliseconds the cluster's processes (api and data servers) spent per operation:
+    #: on a busy machine it moves far less than ops/s.
+    cpu_ms: float | None = None
 
     @property
     def ops(self) -> float:
@@ -448,6 +465,8 @@ class Result:
             out[f"{self.key}_ratio"] = self.ratio
         if self.rss_mib is not None:
             out[f"{self.key}_rss_mb"] = self.rss_mib
+        if self.cpu_ms is not None:
+            out[f"{self.key}_cpu_ms"] = self.cpu_ms
         return out
 
 
@@ -507,11 +526,13 @@ class Bench:
     def measure(self, key: str, label: str, address: str, op: Op, op_bytes: int,
                 baseline: str | None = None, **how) -> Result:
         progress(f"{label} ...")
+        cpu = cluster_cpu_seconds(self.cluster)
         latencies, elapsed = run_clients(address, op, **how)
         result = self.record(key, label, latencies, elapsed, op_bytes * len(latencies),
                              baseline)
         if address == self.api:
             result.rss_mib = api_peak_rss_mib(self.cluster)
+            result.cpu_ms = (cluster_cpu_seconds(self.cluster) - cpu) * 1000 / len(latencies)
         return result
 
     def record(self, key: str, label: str, latencies: list[float], elapsed: float,

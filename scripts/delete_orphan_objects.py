@@ -47,7 +47,7 @@ def _run(config: Config, args) -> int:
         return _tool.EXIT_USAGE
     root = None if args.cluster else config.require_storage_root()
     metadata = _tool.open_metadata(config)
-    client = DataServerClient(config.http_timeout)
+    client = DataServerClient.from_config(config)
     collector = OrphanCollector(metadata, client, grace)
     try:
         if args.cluster:

@@ -15,6 +15,7 @@ from lib.hashing import quote_hash
 from lib.rabbitmq import Bus
 from lib.registry import DataServerRegistry
 from lib.rs.params import ALL_SHARDS
+from tests.cluster_mac import SECRET
 
 TOKEN = "inspect-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,11 +30,13 @@ class Cluster:
         for i in range(1, ALL_SHARDS + 1):
             root = tmp_path / f"d{i}"
             app = data_server.create_app(
-                Config(listen_address=f"127.0.1.{i}:1", storage_root=root), bus=None)
+                Config(listen_address=f"127.0.1.{i}:1", storage_root=root,
+                       cluster_secret=SECRET), bus=None)
             server = make_server(f"127.0.1.{i}", 0, app, threaded=True)
             address = f"127.0.1.{i}:{server.server_port}"
             app.extensions["tessera.node"].config = Config(listen_address=address,
-                                                           storage_root=root)
+                                                           storage_root=root,
+                                                           cluster_secret=SECRET)
             threading.Thread(target=server.serve_forever, daemon=True).start()
             self.servers.append((server, address))
             self.roots[address] = root
@@ -41,6 +44,7 @@ class Cluster:
         self.heartbeat()
         config = Config(listen_address="127.0.2.1:1", metadata_db=tmp_path / "md.db",
                         admin_token=TOKEN, rabbitmq_server="amqp://guest:guest@127.0.0.1:9/",
+                        cluster_secret=SECRET,
                         http_timeout=5, **settings)
         self.app = api_server.create_app(config, bus=Bus(config.rabbitmq_server, "unused"),
                                          registry=self.registry)

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from data_server import create_app
-from lib.config import Config
 from lib.hashing import quote_hash
 from lib.rs import layout
 from lib.rs.codec import get_codec
 from lib.rs.params import BLOCK_SIZE
+from tests.cluster_mac import data_config, signed_client
 from tests.conftest import Body, sha256_b64
 
 HASH = base64.b64encode(b"\xff\xff\xfb" + bytes(29)).decode()     # starts with "///" and "+"
@@ -33,8 +33,8 @@ def root(tmp_path):
 
 @pytest.fixture
 def client(root):
-    app = create_app(Config(listen_address="127.0.1.1:1", storage_root=root), bus=None)
-    return app.test_client()
+    app = create_app(data_config(listen_address="127.0.1.1:1", storage_root=root), bus=None)
+    return signed_client(app)
 
 
 def store(client, data: bytes, index: int = 0, hash_: str = HASH):
@@ -107,12 +107,12 @@ def test_temp_lifecycle_patch_head_and_abort(client, root):
 
 
 def test_index_is_rebuilt_from_disk_and_ignores_foreign_files(root):
-    config = Config(listen_address="127.0.1.1:1", storage_root=root)
-    first = create_app(config, bus=None).test_client()
+    config = data_config(listen_address="127.0.1.1:1", storage_root=root)
+    first = signed_client(create_app(config, bus=None))
     data = shard_bytes(500, index=2)
     store(first, data, index=2)
     (root / "objects" / "README").write_text("not a shard")
-    again = create_app(config, bus=None).test_client()
+    again = signed_client(create_app(config, bus=None))
     assert again.get(f"/objects/{quote_hash(HASH)}.2").data == data
     assert again.get("/health").json["shards"] == 1
 
@@ -176,9 +176,10 @@ def test_temp_objects_go_when_their_token_expires_unless_still_written(root):
 @pytest.fixture
 def flask_only(root):
     """The same data server without its fast path: every request through the Flask views."""
-    app = create_app(Config(listen_address="127.0.1.1:1", storage_root=root), bus=None)
-    app.wsgi_app = app.wsgi_app._app
-    return app.test_client()
+    app = create_app(data_config(listen_address="127.0.1.1:1", storage_root=root), bus=None)
+    gate = app.wsgi_app
+    gate._app = gate._app._app
+    return signed_client(app)
 
 
 def _answer(response) -> tuple:

@@ -7,17 +7,18 @@ import time
 import pytest
 
 from data_server import create_app, tails
-from lib.config import Config
 from lib.hashing import quote_hash
 from lib.rs import layout
 from lib.rs.params import BLOCK_SIZE
+from tests.cluster_mac import data_config, signed_client
 from tests.functional.test_data_server import HASH, shard_bytes
 
 
 @pytest.fixture
 def node(tmp_path):
-    app = create_app(Config(listen_address="127.0.1.1:1", storage_root=tmp_path), bus=None)
-    return app, app.test_client()
+    app = create_app(data_config(listen_address="127.0.1.1:1", storage_root=tmp_path),
+                     bus=None)
+    return app, signed_client(app)
 
 
 def new_temp(client, size: int) -> str:

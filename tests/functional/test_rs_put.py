@@ -14,10 +14,10 @@ import pytest
 from werkzeug.serving import make_server
 
 from data_server import create_app
-from lib.config import Config
 from lib.errors import ClientBodyError, SizeMismatch
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
+from tests.cluster_mac import MAC, data_config
 from lib.rs.params import ALL_SHARDS, BLOCK_SIZE
 from lib.rs.put import RSPutStream
 from tests.conftest import Body
@@ -31,7 +31,8 @@ def data_servers(tmp_path):
     running = []
     for i in range(1, SERVERS + 1):
         root = tmp_path / f"d{i}"
-        app = create_app(Config(listen_address=f"127.0.1.{i}:1", storage_root=root), bus=None)
+        app = create_app(data_config(listen_address=f"127.0.1.{i}:1", storage_root=root),
+                         bus=None)
         server = make_server(f"127.0.1.{i}", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         running.append((server, f"127.0.1.{i}:{server.server_port}", root))
@@ -79,7 +80,7 @@ def test_a_failing_body_source_drops_no_data_server(data_servers, raises, error)
     addresses = [a for a, _ in data_servers]
     roots = [r for _, r in data_servers]
     registry = _registry(addresses)
-    client = DataServerClient(timeout=10)
+    client = DataServerClient(10, MAC)
     targets = dict(enumerate(addresses[:ALL_SHARDS]))
     with pytest.raises(error), RSPutStream(client, targets, BODY.hash, BODY.size,
                                            ALL_SHARDS - 1, registry) as put:
@@ -95,7 +96,7 @@ def test_a_failing_body_source_drops_no_data_server(data_servers, raises, error)
 def test_a_refused_connection_drops_that_server_and_the_put_goes_on(data_servers):
     addresses = [a for a, _ in data_servers]
     registry = _registry(addresses)
-    client = DataServerClient(timeout=10)
+    client = DataServerClient(10, MAC)
     closed = "127.0.1.9:1"                        # nothing listens there
     registry.seen(closed)
     targets = dict(enumerate([closed] + addresses[1:ALL_SHARDS]))

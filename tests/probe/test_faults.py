@@ -9,6 +9,7 @@ import os
 import pytest
 import requests
 
+from lib.clustermac import HEADER, ClusterMac, derive_key
 from lib.rs.params import ALL_SHARDS, BLOCK_SIZE
 from tests.conftest import Body, sha256_b64
 from tests.probe.conftest import Client, s3_client, wait_for
@@ -244,12 +245,16 @@ def test_a_data_server_started_after_the_rule_gets_it(make_cluster):
     cluster.start_node(late)
     cluster.wait_ready()
 
+    mac = ClusterMac(derive_key(cluster.env_for(late)["CLUSTER_SECRET"].encode()))
+    signed = {HEADER: mac.sign("GET", "/objects/late.0")}      # as a cluster member asks
+
     def answer():
-        response = requests.get(f"http://{late.address}/objects/late.0", timeout=5)
+        response = requests.get(f"http://{late.address}/objects/late.0", timeout=5,
+                                headers=signed)
         return response.text if response.status_code == 507 else None
 
     assert wait_for(answer, timeout=10) == "late joiner\n"
-    assert requests.get(f"http://{cluster.data[0].address}/objects/late.0",
+    assert requests.get(f"http://{cluster.data[0].address}/objects/late.0", headers=signed,
                         timeout=5).status_code == 400
 
 
