@@ -29,6 +29,7 @@ from lib.httpclient import ConnectionPool
 from lib.rabbitmq import Bus
 from lib.statusserver import StatusServer
 from lib.webapp import create_flask_app
+from tests.cluster_mac import data_config, signed_client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,9 +180,9 @@ def test_text_access_lines_too(api_app, monkeypatch):
 
 def test_data_server_health_metrics_and_request_id(tmp_path, json_logs):
     root = tmp_path / "root"
-    app = data_server.create_app(Config(listen_address="127.0.1.1:1", storage_root=root),
+    app = data_server.create_app(data_config(listen_address="127.0.1.1:1", storage_root=root),
                                  bus=None)
-    client = buffered(app.test_client())
+    client = buffered(signed_client(app))
     assert client.get("/health").status_code == 200
     response = client.get("/objects/nothing.0", headers={"X-Request-Id": "from-api-7"})
     assert response.status_code in (400, 404) and response.headers["X-Request-Id"] == "from-api-7"
@@ -272,8 +273,8 @@ def test_a_corrupt_record_is_counted(tmp_path):
     from tests.functional.test_data_server import HASH, shard_bytes, store
 
     root = tmp_path / "root"
-    client = data_server.create_app(Config(listen_address="127.0.1.1:1", storage_root=root),
-                                    bus=None).test_client()
+    client = signed_client(data_server.create_app(
+        data_config(listen_address="127.0.1.1:1", storage_root=root), bus=None))
     store(client, shard_bytes(BLOCK_SIZE + 10))
     before = value(client.get("/metrics").text, "tessera_corrupt_records_total")
     (path,) = (root / "objects").iterdir()
