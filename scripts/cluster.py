@@ -4,7 +4,7 @@
 The only way a cluster starts, for developers (``python -m scripts.cluster``), the probe tests
 and the benchmark.  Every process is a real ``python -m data_server`` / ``python -m api_server``
 / ``python -m scripts.worker`` with its own log file; we stop only the processes we started,
-by PID.  A worker answers /metrics and /health on its address (127.0.3.x).
+by PID.  A worker answers /metrics and /health on its address (127.0.3.101 up).
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def api_address(i: int, port: int) -> str:
 
 
 def worker_address(i: int, port: int) -> str:
-    return f"127.0.3.{i}:{port}"
+    """127.0.3.101 up: 127.0.3.1 and the like stand for other hosts' api servers in tests."""
+    return f"127.0.3.{100 + i}:{port}"
 
 
 #: What each node role runs.

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -559,6 +560,8 @@ def test_readme_maintenance_commands_run_as_written(make_cluster):
         assert client.put("many-versions", data, sha256_b64(data)).status_code == 200
     script = readme_block("maintenance")
     env = cluster.env_for(cluster.data[0])
+    # The README's "python" is the project environment's (". .venv/bin/activate").
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
