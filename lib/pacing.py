@@ -170,12 +170,18 @@ class PacedWorker(ThreadWorker):
         return super().handle(conn)
 
 
-def refuse_body(environ: dict) -> None:
-    """Read no more of this request: shut the socket's read side, so that gunicorn closes the
-    connection instead of draining a refused body at the sender's pace."""
+def shutdown_client(environ: dict, how: int) -> None:
+    """Shut the client's connection (gunicorn's socket) down in direction ``how``; a socket
+    already gone is no error."""
     sock = environ.get("gunicorn.socket")
     if sock is not None:
         try:
-            sock.shutdown(socket.SHUT_RD)
+            sock.shutdown(how)
         except OSError:
             pass
+
+
+def refuse_body(environ: dict) -> None:
+    """Read no more of this request: shut the socket's read side, so that gunicorn closes the
+    connection instead of draining a refused body at the sender's pace."""
+    shutdown_client(environ, socket.SHUT_RD)

@@ -20,7 +20,6 @@ A multipart part (at most --part-mib, 8 at once) is the one body held whole, as 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -51,7 +50,7 @@ if __package__ in (None, ""):           # run as a file: python scripts/bench.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lib.config import Config  # noqa: E402
-from lib.hashing import quote_hash  # noqa: E402
+from lib.hashing import b64_digest, quote_hash  # noqa: E402
 from lib.metadata import ENABLED, Draft, open_store  # noqa: E402
 from lib.rs.params import DATA_SHARDS  # noqa: E402
 from scripts.cluster import Cluster, Node, _children, free_port  # noqa: E402
@@ -155,7 +154,7 @@ def sha256_b64(chunks: Iterable[bytes | memoryview]) -> str:
     sha = hashlib.sha256()
     for chunk in chunks:
         sha.update(chunk)
-    return base64.b64encode(sha.digest()).decode()
+    return b64_digest(sha)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +212,7 @@ class Client:
             sha.update(view[:n])
             size += n
         expect = expect or _digest_header(response)
-        digest = base64.b64encode(sha.digest()).decode()
+        digest = b64_digest(sha)
         if expect is not None and digest != expect:
             raise RuntimeError(f"GET {path}: body hashes to {digest}, expected {expect}")
         return size
@@ -747,7 +746,7 @@ def s3_get(s3, bucket: str, key: str, expect: str | None = None) -> int:
     for piece in body.iter_chunks(CHUNK):
         sha.update(piece)
         size += len(piece)
-    if expect is not None and base64.b64encode(sha.digest()).decode() != expect:
+    if expect is not None and b64_digest(sha) != expect:
         raise RuntimeError(f"GET s3://{bucket}/{key}: body does not hash to {expect}")
     return size
 

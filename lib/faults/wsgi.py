@@ -19,6 +19,7 @@ from http import HTTPStatus
 
 from lib.faults.engine import FaultEngine
 from lib.faults.rules import Probe, Rule
+from lib.pacing import shutdown_client
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,7 @@ class ConnectionDropped(ConnectionResetError):
 
 def drop_connection(environ: dict) -> None:
     """Shut the client's connection down (gunicorn's socket), then raise."""
-    sock = environ.get("gunicorn.socket")
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+    shutdown_client(environ, socket.SHUT_RDWR)
     raise ConnectionDropped()
 
 

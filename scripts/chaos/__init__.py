@@ -19,7 +19,6 @@ read was corrupt.  Only the standard library and the repository's modules are us
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 import http.client
@@ -36,6 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lib.config import Config
+from lib.hashing import b64_digest
 from scripts.cluster import Cluster, free_port
 
 #: Seconds of each client request.
@@ -57,7 +57,7 @@ def digest(seed: int, size: int) -> str:
     sha = hashlib.sha256()
     for chunk in body(seed, size):
         sha.update(chunk)
-    return base64.b64encode(sha.digest()).decode()
+    return b64_digest(sha)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +115,7 @@ class Api:
             sha = hashlib.sha256()
             while chunk := response.read(CHUNK):
                 sha.update(chunk)
-            return 200, base64.b64encode(sha.digest()).decode()
+            return 200, b64_digest(sha)
         finally:
             conn.close()
 
