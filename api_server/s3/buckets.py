@@ -13,9 +13,11 @@ OWNER = [("ID", "tessera"), ("DisplayName", "tessera")]
 
 
 def iso_time(seconds: float) -> str:
-    """S3's timestamp form: ``2026-12-03T08:31:30.000Z``."""
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """S3's timestamp form: ``2026-12-03T08:31:30.000Z`` (formatted by hand: a listing
+    formats a thousand, and strftime takes longer than the rest of the entry)."""
+    m = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return (f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:"
+            f"{m.second:02d}.{m.microsecond // 1000:03d}Z")
 
 
 def list_buckets(app, req: Request) -> Response:
