@@ -84,7 +84,7 @@ def use_multiprocess_dir(parent: Path | None = None) -> Path:
     _remove_orphans(Path(parent or tempfile.gettempdir()))
     path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent))
     os.environ[_ENV] = str(path)
-    values.ValueClass = values.MultiProcessValue(process_identifier=_pid)
+    values.ValueClass = values.MultiProcessValue(process_identifier=pid)
     for collector in list(REGISTRY._collector_to_names):
         if isinstance(collector, MetricWrapperBase):
             children = collector._metrics.values() if collector._labelnames else [collector]
@@ -106,8 +106,8 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def _pid() -> int:
-    """This process's id, without a system call on every increment."""
+def pid() -> int:
+    """This process's id, without a system call (on every increment, every request)."""
     return _current_pid
 
 

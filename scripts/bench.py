@@ -52,7 +52,7 @@ if __package__ in (None, ""):           # run as a file: python scripts/bench.py
 from lib.config import Config  # noqa: E402
 from lib.hashing import b64_digest, quote_hash  # noqa: E402
 from lib.metadata import ENABLED, Draft, open_store  # noqa: E402
-from lib.rs.params import DATA_SHARDS  # noqa: E402
+from lib.rs.params import ALL_SHARDS, DATA_SHARDS  # noqa: E402
 from scripts.cluster import Cluster, Node, _children, free_port  # noqa: E402
 
 MIB = 1 << 20
@@ -110,6 +110,12 @@ groups (--only, comma-separated; each group runs in this order, on the same clus
   cond                    cond_book_put / _none_match / _match and cond_s3_*: plain {SMALL_SIZE} B
                           PUTs, If-None-Match: * PUTs of new keys, If-Match read-modify-write
                           PUTs of one key per client, through both APIs
+  observe                 what observing requests costs (issue 15: metrics and JSON access
+                          lines within 3%): scripts/observe_cost.py's CPU us per api request
+                          (metrics + JSON line) and per data-server request (metrics), as a
+                          share of this run's small PUT (1 api + 6 data requests) and small
+                          GET (1 + 4) CPU per operation; runs small_put / small_get first
+                          unless the book group did
   The cluster's S3_MIN_PART_SIZE is 1 KiB (for mp_complete's parts).
 
 ratios compare with the baseline doing the same transfer: large_put with baseline_upload,
@@ -125,10 +131,12 @@ workload; api_peak_rss_mb is the value after the large and degraded workloads.
 --json keys: <workload>_mbps, <workload>_ops, <workload>_p50_ms, <workload>_p99_ms,
 <workload>_ratio, <workload>_rss_mb and <workload>_cpu_ms (CPU of the cluster's processes
 per operation) per workload (mbps only where bytes move, ratio only where a baseline
-applies, rss and cpu only for cluster workloads), api_peak_rss_mb, cluster_log_errors (ERROR lines and tracebacks in
-the cluster's logs), and the run's settings and machine: cpu_count, python_version, platform,
-loadavg_start, loadavg_end, large_object_mib, large_count, small_object_bytes, clients,
-small_seconds, latency_samples, quick, groups, peer, total_seconds.
+applies, rss and cpu only for cluster workloads), observe_api_us, observe_data_us,
+observe_small_put_share and observe_small_get_share (the observe group), api_peak_rss_mb,
+cluster_log_errors (ERROR lines and tracebacks in the cluster's logs), and the run's
+settings and machine: cpu_count, python_version, platform, loadavg_start, loadavg_end,
+large_object_mib, large_count, small_object_bytes, clients, small_seconds, latency_samples,
+quick, groups, peer, total_seconds.
 
 Progress goes to stderr; with --json stdout carries only the JSON object.  Exit status is 0 on
 success, 1 when a workload or the cluster fails (the cluster log tails are printed), 130 on
@@ -521,6 +529,8 @@ class Bench:
         self.reference_data = os.urandom(SMALL_SIZE)
         #: ERROR lines in the logs of the other clusters the groups started.
         self.extra_log_errors = 0
+        #: The observe group's figures (``observe_*`` keys).
+        self.observed: dict[str, float] = {}
 
     def measure(self, key: str, label: str, address: str, op: Op, op_bytes: int,
                 baseline: str | None = None, **how) -> Result:
@@ -661,7 +671,7 @@ class Bench:
 # -- S3, multipart, PostgreSQL and conditional-write groups -------------------------------------
 
 #: The groups ``--only`` selects; "book" is the workloads above, the others follow.
-GROUPS = ("book", "s3", "list", "multipart", "pg", "cond")
+GROUPS = ("book", "s3", "list", "multipart", "pg", "cond", "observe")
 S3_BUCKET = "bench-s3"
 LIST_BUCKET = "bench-list"
 META_LIST_BUCKET = "bench-meta-list"
@@ -1190,6 +1200,23 @@ class GroupBench:
                       s3_put("match"), SMALL_SIZE, "cond_s3_put", **how)
 
 
+    def observe_workloads(self) -> None:
+        bench = self.bench
+        if "small_get" not in bench.results:
+            bench.small_workloads()
+        progress("observe: CPU per observed request, in process ...")
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("observe_cost.py"))],
+                              capture_output=True, text=True, check=True, timeout=300)
+        cost = json.loads(done.stdout)
+        put, get = bench.results["small_put"].cpu_ms, bench.results["small_get"].cpu_ms
+        bench.observed = {
+            "observe_api_us": cost["api_us"], "observe_data_us": cost["data_us"],
+            "observe_small_put_share": (cost["api_us"] + ALL_SHARDS * cost["data_us"])
+                                       / (put * 1000),
+            "observe_small_get_share": (cost["api_us"] + DATA_SHARDS * cost["data_us"])
+                                       / (get * 1000)}
+
+
 # -- report ------------------------------------------------------------------------------------
 
 def machine() -> dict[str, object]:
@@ -1202,6 +1229,7 @@ def report_json(bench: Bench, info: dict[str, object]) -> str:
     for result in bench.results.values():
         out.update(result.to_json())
     out["api_peak_rss_mb"] = bench.api_peak_rss_mib
+    out.update(bench.observed)
     out.update(info)
     return json.dumps(out, indent=2, sort_keys=True)
 
@@ -1225,6 +1253,13 @@ def report_table(bench: Bench, info: dict[str, object]) -> str:
         rss = f"{r.rss_mib:.0f}" if r.rss_mib is not None else "-"
         lines.append(f"{r.label:<26}{mbps:>9}{r.ops:>10.1f}{ratio:>8}"
                      f"{r.percentile_ms(0.5):>9.1f}{r.percentile_ms(0.99):>9.1f}{rss:>12}")
+    if bench.observed:
+        o = bench.observed
+        lines += ["", f"observing a request (metrics, request id, access line; CPU us): api "
+                      f"{o['observe_api_us']:.1f} with its JSON line, data server "
+                      f"{o['observe_data_us']:.1f}; share of small PUT "
+                      f"{o['observe_small_put_share']:.1%}, of small GET "
+                      f"{o['observe_small_get_share']:.1%}"]
     rss = (f"api server peak RSS after the large workloads: {bench.api_peak_rss_mib:.0f} MB; "
            if "book" in args.only else "")
     lines += ["", f"{rss}ERROR lines/tracebacks in cluster logs: {info['cluster_log_errors']}"]

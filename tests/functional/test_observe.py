@@ -106,6 +106,52 @@ def test_sent_and_received_bytes_are_counted(api_app):
         before, "tessera_sent_bytes_total", api="book") >= len(answer.data) > 0
 
 
+def test_requests_in_progress_are_published_within_a_second(monkeypatch):
+    """The gauge is written by a thread every PUBLISH_INTERVAL, not twice a request."""
+    import threading
+    import time
+
+    from lib import access, metrics
+
+    monkeypatch.setattr(access._InProgress, "PUBLISH_INTERVAL", 0.05)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(environ, start_response):
+        entered.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    app = Observed(slow, "gauge-test")
+
+    def gauge() -> float:
+        return value(metrics.exposition().decode(), "tessera_requests_in_progress",
+                     api="gauge-test")
+
+    def settles(expected: float) -> bool:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if gauge() == expected:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def call():
+        body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: None)
+        list(body)
+        body.close()
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    entered.wait(5)
+    assert settles(3)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert settles(0)
+
+
 def test_request_id_from_the_client_if_sane_else_new(api_app):
     client = buffered(api_app.test_client())
     assert client.get("/health", headers={"X-Request-Id": "trace-42"}).headers[

@@ -50,6 +50,7 @@ GROUP_KEYS = (
     "sqlite_list_keys_p50_ms", "pg_list_keys_p50_ms", "pg_list_prefixes_ratio",
     "cond_book_put_ops", "cond_book_none_match_ratio", "cond_book_match_ratio",
     "cond_s3_put_ops", "cond_s3_none_match_ratio", "cond_s3_match_ratio",
+    "observe_api_us", "observe_data_us", "observe_small_put_share", "observe_small_get_share",
 )
 
 
@@ -57,7 +58,7 @@ GROUP_KEYS = (
 def test_groups_run_with_tiny_sizes_and_print_their_rows():
     """Every group besides book, at sizes that only show it runs: the table has their rows
     and the JSON their numbers; the PostgreSQL cluster's schema is dropped."""
-    tiny = ["--quick", "--only", "s3,list,multipart,pg,cond", "--small-seconds", "0.3",
+    tiny = ["--quick", "--only", "s3,list,multipart,pg,cond,observe", "--small-seconds", "0.3",
             "--multipart-mib", "2", "--part-mib", "1", "--complete-parts", "5",
             "--list-keys", "30", "--samples", "3", "--large-count", "1"]
     for extra in (["--json"], []):
