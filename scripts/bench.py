@@ -26,6 +26,7 @@ import hashlib
 import http.client
 import http.server
 import io
+import ipaddress
 import json
 import math
 import multiprocessing
@@ -94,7 +95,8 @@ groups (--only, comma-separated; each group runs in this order, on the same clus
   s3                      book_put/get_4k and _1m, then s3_put/get_4k and _1m: {SMALL_SIZE} B
                           and 1 MiB objects, distinct content, through the book API and
                           through boto3 on the S3 listener, concurrent clients, fixed duration;
-                          with --peer moto also moto_put/get_*, against the same boto3 code
+                          with --peer moto also moto_put/get_*, with --s3-endpoint
+                          peer_put/get_*, against the same boto3 code
   list                    list_keys / list_prefixes: one ListObjectsV2 page of 1,000 keys and
                           one of 1,000 CommonPrefixes (delimiter /), one client, in a bucket
                           of --list-keys keys written straight to the metadata; a presigned
@@ -767,11 +769,13 @@ class S3Target:
 
     name: str
     address: str
+    access_key: str = Config.s3_access_key
+    secret_key: str = Config.s3_secret_key
     clients: list = dataclasses.field(default_factory=list)
 
     def client(self, worker: int):
         while len(self.clients) <= worker:
-            self.clients.append(s3_client(self.address))
+            self.clients.append(s3_client(self.address, self.access_key, self.secret_key))
         return self.clients[worker]
 
 
@@ -858,7 +862,12 @@ class GroupBench:
         self.bench = bench
         self.args = bench.args
         self.tessera = S3Target("S3", bench.cluster.api[0].env["S3_LISTEN_ADDRESS"])
-        self.peer = S3Target(self.args.peer, peer) if peer else None
+        self.peer = None
+        if peer:
+            self.peer = S3Target(self.args.peer, peer)
+        elif self.args.s3_endpoint:
+            self.peer = S3Target("peer", self.args.s3_endpoint, self.args.s3_access_key,
+                                 self.args.s3_secret_key)
         self.reference = bench.store_reference()
         self.reference_md5 = hashlib.md5(bench.reference_data).hexdigest()
 
@@ -1304,6 +1313,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer", choices=("moto",),
                         help="run the s3 group's workloads against this S3 server too, "
                              f"started on {PEER_HOST} (moto: pip install 'moto[server]')")
+    parser.add_argument("--s3-endpoint", metavar="HOST:PORT",
+                        help="run the s3 group's workloads against this S3 server too (rows "
+                             "peer_put/get_*), path-style over plain http; on loopback only "
+                             "(127.0.0.0/8), so both servers share the machine's cores")
+    parser.add_argument("--s3-access-key", metavar="KEY",
+                        default=os.environ.get("AWS_ACCESS_KEY_ID", ""),
+                        help="--s3-endpoint's access key (default: $AWS_ACCESS_KEY_ID)")
+    parser.add_argument("--s3-secret-key", metavar="SECRET",
+                        default=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                        help="its secret key (default: $AWS_SECRET_ACCESS_KEY)")
     parser.add_argument("--multipart-mib", type=int, metavar="MIB",
                         help=f"multipart group's object size (default {FULL['multipart_mib']})")
     parser.add_argument("--part-mib", type=int, metavar="MIB",
@@ -1326,9 +1345,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.only:
         parser.error(f"--only: unknown group(s) {', '.join(sorted(unknown))}; "
                      f"choose from {','.join(GROUPS)}")
-    if args.peer and "s3" not in args.only:
-        parser.error("--peer applies to the s3 group: add s3 to --only")
+    if (args.peer or args.s3_endpoint) and "s3" not in args.only:
+        parser.error("--peer and --s3-endpoint apply to the s3 group: add s3 to --only")
+    if args.peer and args.s3_endpoint:
+        parser.error("--peer and --s3-endpoint each name the one peer: choose one")
+    if args.s3_endpoint:
+        args.s3_endpoint = args.s3_endpoint.removeprefix("http://").rstrip("/")
+        host, _, port = args.s3_endpoint.rpartition(":")
+        if not port.isdigit() or not _is_loopback(host):
+            parser.error(f"--s3-endpoint {args.s3_endpoint}: give HOST:PORT with HOST in "
+                         "127.0.0.0/8 (a remote server would measure the network)")
+        if not (args.s3_access_key and args.s3_secret_key):
+            parser.error("--s3-endpoint needs --s3-access-key and --s3-secret-key (or "
+                         "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
     return args
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network("127.0.0.0/8")
+    except ValueError:
+        return False
 
 
 def _raise_on_sigterm(_signum, _frame) -> None:
@@ -1357,7 +1394,8 @@ def main(argv: list[str] | None = None) -> int:
                 large_object_mib=args.large_mib, large_count=args.large_count,
                 small_object_bytes=SMALL_SIZE, clients=args.clients,
                 small_seconds=args.small_seconds, latency_samples=args.samples,
-                quick=args.quick, groups=",".join(args.only), peer=args.peer or "")
+                quick=args.quick, groups=",".join(args.only),
+                peer=args.peer or args.s3_endpoint or "")
     print(report_json(bench, info) if args.json else report_table(bench, info))
     return 0
 

@@ -5,12 +5,15 @@ No timing assertions: the numbers depend on the machine and on whatever else run
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from lib.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRED_KEYS = (
@@ -94,3 +97,44 @@ def _schemas() -> str:
     with psycopg.connect("postgresql://127.0.0.1:5432/test") as conn:
         return " ".join(name for (name,) in conn.execute(
             "SELECT schema_name FROM information_schema.schemata"))
+
+
+@pytest.mark.probe
+def test_s3_endpoint_runs_the_s3_workloads_against_another_server_too(cluster, s3):
+    """``--s3-endpoint`` with keys: the peer_* rows, here against the shared test cluster's S3
+    listener (another S3 server on loopback); the bench's bucket there is removed after."""
+    endpoint = cluster.api[0].env["S3_LISTEN_ADDRESS"]
+    try:
+        done = subprocess.run(
+            [sys.executable, "scripts/bench.py", "--quick", "--only", "s3", "--json",
+             "--small-seconds", "0.3", "--samples", "3", "--large-count", "1",
+             "--s3-endpoint", endpoint, "--s3-access-key", Config.s3_access_key,
+             "--s3-secret-key", Config.s3_secret_key],
+            cwd=REPO, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-4000:]
+        result = json.loads(done.stdout)
+        for key in ("peer_put_4k_ops", "peer_get_4k_ops", "peer_put_1m_mbps",
+                    "peer_get_1m_mbps", "peer_put_4k_ratio"):
+            assert result.get(key, 0) > 0, (key, result.get(key))
+        assert result["peer"] == endpoint
+    finally:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="bench-s3"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket="bench-s3", Delete={"Objects": keys})
+        with contextlib.suppress(s3.exceptions.NoSuchBucket):
+            s3.delete_bucket(Bucket="bench-s3")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--s3-endpoint", "10.1.2.3:9000"], "127.0.0.0/8"),
+    (["--s3-endpoint", "127.0.3.9"], "HOST:PORT"),
+    (["--s3-endpoint", "127.0.3.9:9000", "--s3-access-key", "", "--s3-secret-key", ""],
+     "needs --s3-access-key"),
+    (["--only", "book", "--s3-endpoint", "127.0.3.9:9000"], "add s3 to --only"),
+])
+def test_s3_endpoint_is_checked_before_anything_starts(argv, message):
+    argv = (["--only", "s3"] if "--only" not in argv else []) + argv
+    done = subprocess.run([sys.executable, "scripts/bench.py", *argv], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
