@@ -23,6 +23,8 @@ The model::
   (:meth:`MetadataStore.unreferenced` / :meth:`claim_unreferenced`), and a PUT that shares
   stored content refreshes that grace before its body arrives (:meth:`touch_content`), so
   deduplication never races garbage collection.
+* The *repair log* keeps the newest REPAIRS_KEPT finished repairs of the whole cluster, by
+  whichever process ran them, and counts every one (:meth:`MetadataStore.record_repair`).
 * Listing pages by key cursor, never by offset (``lib/metadata/listing.py`` holds the
   delimiter logic shared by every backend).  Keys compare as Unicode code points, which is
   UTF-8 byte order.
@@ -53,6 +55,13 @@ SEARCH_MIN = 3
 #: Versioning states of a bucket, as S3 names them ("" for a bucket never versioned).
 UNVERSIONED, ENABLED, SUSPENDED = "", "Enabled", "Suspended"
 NULL_VERSION_ID = "null"
+#: Repair records the repair log keeps (older ones are pruned by the write that passes it);
+#: the done and failed counters are never pruned.
+REPAIRS_KEPT = 1000
+#: The outcomes of a finished repair.
+REPAIR_DONE, REPAIR_FAILED = "done", "failed"
+#: Characters of a failed repair's error text that are kept.
+MAX_REPAIR_ERROR = 500
 
 
 class MetadataError(Exception):
@@ -242,6 +251,39 @@ class Upload:
 
 
 @dataclasses.dataclass(frozen=True)
+class RepairRecord:
+    """One finished repair of a content object's shards, as the repair log keeps it."""
+
+    #: When it finished (seconds since the epoch).
+    time: float
+    #: The content hash repaired.
+    hash: str
+    #: Shard indexes rebuilt (done), or those known to be damaged (failed).
+    shards: tuple[int, ...]
+    #: REPAIR_DONE or REPAIR_FAILED.
+    outcome: str
+    #: Why it failed ("" when done), at most MAX_REPAIR_ERROR characters.
+    error: str = ""
+    #: Who ran it: an api server's listen address, "worker", "object_scanner".
+    by: str = ""
+    #: Position in the log (assigned by :meth:`MetadataStore.record_repair`; newest highest).
+    seq: int = 0
+
+    @classmethod
+    def finished(cls, hash: str, shards, error: str | None = None,
+                 by: str = "") -> "RepairRecord":
+        """The record of a repair that finished now: done when ``error`` is None."""
+        return cls(time.time(), hash, tuple(sorted(int(i) for i in shards)),
+                   REPAIR_DONE if error is None else REPAIR_FAILED,
+                   (error or "")[:MAX_REPAIR_ERROR], by)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": self.time, "hash": self.hash,
+                "shards": list(self.shards), "outcome": self.outcome,
+                "error": self.error or None, "by": self.by}
+
+
+@dataclasses.dataclass(frozen=True)
 class Draft:
     """A version to write (see :meth:`MetadataStore.put_version`)."""
 
@@ -347,6 +389,20 @@ def check_draft(draft: Draft) -> None:
             raise ValueError("a manifest's size is the sum of its parts")
     elif not draft.hash:
         raise ValueError("a version needs a content hash, parts, or to be a delete marker")
+
+
+def check_repair(repair: RepairRecord) -> None:
+    """Reject a repair record no backend may store (a programming error)."""
+    check_text(repair.hash, "hash")
+    check_text(repair.by, "by", allow_empty=True)
+    check_text(repair.error, "error", allow_empty=True)
+    if repair.outcome not in (REPAIR_DONE, REPAIR_FAILED):
+        raise ValueError(f"outcome is {REPAIR_DONE} or {REPAIR_FAILED}, not {repair.outcome!r}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 256
+               for i in repair.shards):
+        raise ValueError(f"shards must be shard indexes, got {repair.shards!r}")
+    if len(repair.error) > MAX_REPAIR_ERROR:
+        raise ValueError(f"error is at most {MAX_REPAIR_ERROR} characters")
 
 
 def check_page(offset: int, limit: int) -> None:
@@ -542,6 +598,24 @@ class MetadataStore(abc.ABC):
     def delete_record(self, kind: str, id: str) -> bool:
         ...
 
+    # -- the repair log ------------------------------------------------------------------------
+    #: Records kept (tests lower it on one store to see the pruning).
+    repairs_kept: int = REPAIRS_KEPT
+
+    @abc.abstractmethod
+    def record_repair(self, repair: RepairRecord) -> RepairRecord:
+        """Append a finished repair to the cluster's repair log and count it (done or
+        failed), in one write that also prunes the log to its newest ``repairs_kept``
+        records; the record as stored, its ``seq`` assigned."""
+
+    @abc.abstractmethod
+    def repairs(self, limit: int = 100) -> list[RepairRecord]:
+        """The newest repair records, newest first (at most ``repairs_kept``)."""
+
+    @abc.abstractmethod
+    def repair_counts(self) -> tuple[int, int]:
+        """(done, failed): every repair ever recorded, pruned from the log or not."""
+
     # -- key search ------------------------------------------------------------------------------
     def search_keys(self, bucket: str | None, q: str, limit: int = 100,
                     after: str | None = None) -> tuple[list[Version], str | None]:
@@ -659,7 +733,8 @@ def open_store(config: "Config") -> MetadataStore:
 
 __all__ = [
     "Bucket", "Content", "Draft", "ENABLED", "Metadata", "MetadataError", "MetadataStore",
-    "NULL_VERSION_ID", "ObjectMeta", "Part", "SUSPENDED", "UNVERSIONED", "Upload", "Usage",
+    "NULL_VERSION_ID", "ObjectMeta", "Part", "REPAIR_DONE", "REPAIR_FAILED", "REPAIRS_KEPT",
+    "RepairRecord", "SUSPENDED", "UNVERSIONED", "Upload", "Usage",
     "Version",
     "VersionConflict", "WriteCondition", "open_store",
 ]

@@ -19,6 +19,9 @@ operation makes all its earlier writes to that index searchable too)::
     uploads       one per multipart upload: state open / completing / completed / aborting
     upload_parts  one per part of an upload
     records       small JSON documents
+    repairs       the repair log: the newest ``repairs_kept`` repairs, one document per
+                  slot (seq modulo repairs_kept), so it never holds more
+    repair_counts one document: the log's last seq and the done / failed counters
 
 **The key document decides.**  Every write of a version (PUT, delete marker, Complete, copy,
 deleting a version) is a conditional write of its key's document, retried on conflict with a
@@ -83,9 +86,10 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 from lib.errors import (BucketExists, BucketNotEmpty, ContentGone, InvalidPart, NoSuchBucket,
                         NoSuchUpload)
 from lib.metadata import (ENABLED, NULL_VERSION_ID, SUSPENDED, UNVERSIONED, Bucket, Content,
-                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Usage,
-                          Version, VersionConflict, WriteCondition, check_draft, check_page, check_text,
-                          decode_version_id, encode_version_id, valid_number)
+                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, RepairRecord,
+                          Upload, Usage, Version, VersionConflict, WriteCondition, check_draft,
+                          check_page, check_repair, check_text, decode_version_id,
+                          encode_version_id, valid_number)
 from lib.metadata.sql import new_upload_id
 
 log = logging.getLogger(__name__)
@@ -109,6 +113,8 @@ COMPLETE_LEASE = 300.0
 COMPLETE_WAIT = 10.0
 #: The id of the seq counter in the keys index (key ids are 64 hex digits).
 COUNTER_ID = "seq-counter"
+#: The id of the one document of the repair_counts index.
+REPAIR_COUNTS_ID = "totals"
 ABSENT = object()
 _WAIT = "wait_for"
 
@@ -142,6 +148,9 @@ FIELDS: dict[str, dict[str, dict[str, Any]]] = {
                      "etag": _KEYWORD, "checksums": _OPAQUE, "created": _DOUBLE,
                      "content_offset": _LONG, "content_size": _LONG},
     "records": {"kind": _KEYWORD, "id": _KEYWORD, "body": _OPAQUE, "updated": _DOUBLE},
+    "repairs": {"seq": _LONG, "time": _DOUBLE, "hash": _KEYWORD, "shards": _LONG,
+                "outcome": _KEYWORD, "error": _STORED, "by": _KEYWORD},
+    "repair_counts": {"last_seq": _LONG, "done": _LONG, "failed": _LONG},
 }
 MAPPINGS = {kind: {"dynamic": "strict", "properties": fields}
             for kind, fields in FIELDS.items()}
@@ -1449,6 +1458,56 @@ class ElasticsearchStore(MetadataStore):
 
     def delete_record(self, kind: str, id: str) -> bool:
         return self._delete("records", doc_id("record", kind, id), refresh=True)
+
+    # -- the repair log ------------------------------------------------------------------------
+    def record_repair(self, repair: RepairRecord) -> RepairRecord:
+        """A conditional write of the counts document allocates the seq and counts the
+        outcome; the record then overwrites slot ``seq % repairs_kept``: pruning costs no
+        request of its own and the index never holds more than ``repairs_kept`` records.
+
+        A crash between the two writes leaves a repair counted but not listed.  A slot holds
+        the older of two records only if its writer stalled while ``repairs_kept`` others
+        were recorded; listings sort by seq, so they still answer newest first.
+        """
+        check_repair(repair)
+
+        def count(doc: Doc | None) -> tuple[str, Any, int]:
+            source = {"last_seq": 0, "done": 0, "failed": 0}
+            if doc is not None:
+                source.update({k: int(doc.source.get(k) or 0) for k in source})
+            source["last_seq"] += 1
+            source[repair.outcome] += 1
+            return "put", source, source["last_seq"]
+
+        seq = self._cas("repair_counts", REPAIR_COUNTS_ID, count)
+        recorded = dataclasses.replace(repair, seq=seq)
+        self._put("repairs", str(seq % self.repairs_kept), {
+            "seq": seq, "time": repair.time, "hash": repair.hash,
+            "shards": list(repair.shards), "outcome": repair.outcome, "error": repair.error,
+            "by": repair.by}, refresh=True)
+        return recorded
+
+    def repairs(self, limit: int = 100) -> list[RepairRecord]:
+        check_page(0, limit)
+        hits = self._search("repairs", {"match_all": {}}, [{"seq": "desc"}],
+                            min(limit, self.repairs_kept, PAGE))
+        found = []
+        for hit in hits:
+            source = hit["_source"]
+            try:
+                found.append(RepairRecord(
+                    float(source["time"]), source["hash"],
+                    tuple(int(i) for i in source.get("shards") or ()), source["outcome"],
+                    source.get("error") or "", source.get("by") or "", int(source["seq"])))
+            except (KeyError, TypeError, ValueError):
+                raise _shape("search (repairs)", hit) from None
+        return found
+
+    def repair_counts(self) -> tuple[int, int]:
+        doc = self._get("repair_counts", REPAIR_COUNTS_ID)
+        if doc is None:
+            return 0, 0
+        return int(doc.source.get("done") or 0), int(doc.source.get("failed") or 0)
 
     def substring_page(self, bucket: str | None, q: str, limit: int,
                        after: str | None) -> tuple[list[Version], str | None]:

@@ -26,8 +26,8 @@ from lib.metadata.sql import SqlStore, Tx, current_version
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-#: 2 -> 3: the trigram index of the key search.
-SCHEMA_VERSION = 3
+#: 2 -> 3: the trigram index of the key search; 3 -> 4: the repair log.
+SCHEMA_VERSION = 4
 #: Connections each process keeps (an api worker's threads share them).
 POOL_MAX = 16
 #: Seconds a request waits for a pooled connection, and the server's statement timeout.
@@ -80,6 +80,18 @@ _SCHEMA = (
     """CREATE TABLE records (
         kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
         updated DOUBLE PRECISION NOT NULL, PRIMARY KEY (kind, id))""",
+)
+
+#: Schema 4: the cluster's repair log (lib/metadata/sql.py); IF NOT EXISTS, so a migration
+#: that another process finished first changes nothing.
+_REPAIRS = (
+    """CREATE TABLE IF NOT EXISTS repair_log (
+        seq BIGINT PRIMARY KEY, finished DOUBLE PRECISION NOT NULL, hash TEXT NOT NULL,
+        shards TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT NOT NULL,
+        runner TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS repair_totals (
+        id INTEGER PRIMARY KEY CHECK (id = 1), last_seq BIGINT NOT NULL,
+        done BIGINT NOT NULL, failed BIGINT NOT NULL)""",
 )
 
 #: The key search's index: pg_trgm's GIN operator class answers ILIKE '%q%' without reading
@@ -205,15 +217,19 @@ class PostgresStore(SqlStore):
         tx.run("CREATE TABLE IF NOT EXISTS tessera_schema (version INTEGER NOT NULL)")
         row = tx.one("SELECT version FROM tessera_schema")
         if row is None:
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *_REPAIRS):
                 tx.run(statement)
             tx.run("INSERT INTO tessera_schema (version) VALUES (?)", SCHEMA_VERSION)
         elif row[0] > SCHEMA_VERSION:
             raise MetadataError(self._say(f"schema {row[0]} is newer than this code's "
                                           f"{SCHEMA_VERSION}"))
-        elif row[0] == 2:
+        elif row[0] in (2, 3):
+            # 2 -> 3 is the trigram index, which _ensure_trigram makes below.
+            for statement in _REPAIRS:
+                tx.run(statement)
             tx.run("UPDATE tessera_schema SET version = ?", SCHEMA_VERSION)
-            log.warning("%s", self._say("migrated from schema 2 to 3 (key search index)"))
+            log.warning("%s", self._say(f"migrated from schema {row[0]} to {SCHEMA_VERSION} "
+                                        "(key search index, repair log)"))
         elif row[0] < SCHEMA_VERSION:
             raise MetadataError(self._say(f"no migration from schema {row[0]}"))
         self.trigram = self._ensure_trigram(tx)

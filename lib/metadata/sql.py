@@ -18,6 +18,8 @@ Tables::
     uploads        (upload_id) bucket, key, created, meta, completed
     upload_parts   (upload_id, number) hash, size, etag, checksums
     records        (kind, id) body                     small JSON documents
+    repair_log     (seq) finished, hash, shards, ...   the newest repairs (repairs_kept)
+    repair_totals  (id = 1) last_seq, done, failed     the log's seq allocator and counters
 """
 from __future__ import annotations
 
@@ -32,9 +34,10 @@ from typing import Any, TypeVar
 
 from lib.errors import (BucketExists, BucketNotEmpty, ContentGone, InvalidPart, NoSuchBucket,
                         NoSuchUpload)
-from lib.metadata import (ENABLED, NULL_VERSION_ID, SUSPENDED, UNVERSIONED, Bucket, Content,
-                          Draft, MetadataError, MetadataStore, ObjectMeta, Part, Upload, Usage,
-                          Version, WriteCondition, check_draft, check_page, check_text,
+from lib.metadata import (ENABLED, NULL_VERSION_ID, REPAIR_DONE, SUSPENDED, UNVERSIONED,
+                          Bucket, Content, Draft, MetadataError, MetadataStore, ObjectMeta,
+                          Part, RepairRecord, Upload, Usage, Version, WriteCondition,
+                          check_draft, check_page, check_repair, check_text,
                           decode_version_id, valid_number)
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ _VERSION = ("seq, bucket, key, number, is_null, is_latest, delete_marker, create
 _CURRENT = "seq, bucket, key, number, created, size, etag"
 _UPLOAD = "upload_id, bucket, key, created, meta, completed"
 _PART = "number, hash, size, etag, checksums, created, content_offset, content_size"
+_REPAIR = "seq, finished, hash, shards, outcome, error, runner"
 
 
 class Tx:
@@ -113,6 +117,15 @@ def _part(row: Sequence, offset: int = 0) -> Part:
     number, hash_, size, etag, checksums, created, content_offset, content_size = row
     return Part(int(number), hash_, int(size), etag, json.loads(checksums or "{}"),
                 float(created or 0), offset, int(content_offset), int(content_size))
+
+
+def _repair(row: Sequence) -> RepairRecord:
+    seq, finished, hash_, shards, outcome, error, runner = row
+    try:
+        indexes = tuple(int(i) for i in json.loads(shards))
+    except (TypeError, ValueError) as exc:
+        raise MetadataError(f"malformed repair row {tuple(row)!r}: {exc}") from None
+    return RepairRecord(float(finished), hash_, indexes, outcome, error, runner, int(seq))
 
 
 def _bucket(row: Sequence) -> Bucket:
@@ -707,6 +720,42 @@ class SqlStore(MetadataStore):
     def delete_record(self, kind: str, id: str) -> bool:
         return bool(self._write(lambda tx: tx.run(
             "DELETE FROM records WHERE kind = ? AND id = ?", kind, id)))
+
+    # -- the repair log ------------------------------------------------------------------------
+    def record_repair(self, repair: RepairRecord) -> RepairRecord:
+        """The totals row allocates the seq (its row lock orders concurrent writers); the
+        insert and the prune by primary key cost one index seek each, pruning one row in
+        the steady state."""
+        check_repair(repair)
+        done = 1 if repair.outcome == REPAIR_DONE else 0
+        kept = self.repairs_kept
+
+        def op(tx: Tx) -> RepairRecord:
+            (seq,) = tx.one(
+                "INSERT INTO repair_totals (id, last_seq, done, failed) VALUES (1, 1, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET last_seq = repair_totals.last_seq + 1, "
+                "done = repair_totals.done + excluded.done, "
+                "failed = repair_totals.failed + excluded.failed RETURNING last_seq",
+                done, 1 - done)
+            seq = int(seq)
+            tx.send(f"INSERT INTO repair_log ({_REPAIR}) VALUES (?, ?, ?, ?, ?, ?, ?)", seq,
+                    repair.time, repair.hash, json.dumps(list(repair.shards)), repair.outcome,
+                    repair.error, repair.by)
+            tx.send("DELETE FROM repair_log WHERE seq <= ?", seq - kept)
+            return dataclasses.replace(repair, seq=seq)
+
+        return self._write(op)
+
+    def repairs(self, limit: int = 100) -> list[RepairRecord]:
+        check_page(0, limit)
+        return [_repair(r) for r in self._read(lambda tx: tx.rows(
+            f"SELECT {_REPAIR} FROM repair_log ORDER BY seq DESC LIMIT ?",
+            min(limit, self.repairs_kept)))]
+
+    def repair_counts(self) -> tuple[int, int]:
+        row = self._read(lambda tx: tx.one("SELECT done, failed FROM repair_totals "
+                                           "WHERE id = 1"))
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     # -- operations ------------------------------------------------------------------------------
     def usage(self) -> Usage:

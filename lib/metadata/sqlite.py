@@ -39,8 +39,9 @@ _CURRENT_OF_C = "c.seq, c.bucket, c.key, c.number, c.created, c.size, c.etag"
 BUSY_TIMEOUT_MS = 30_000
 #: Idle connections kept for reuse; threads beyond this open (and later close) their own.
 POOL_SIZE = 8
-#: The schema this code writes; older ones are migrated at start (2 -> 3: the key search).
-SCHEMA_VERSION = 3
+#: The schema this code writes; older ones are migrated at start (2 -> 3: the key search;
+#: 3 -> 4: the repair log).
+SCHEMA_VERSION = 4
 
 _SCHEMA = (
     """CREATE TABLE buckets (
@@ -115,6 +116,19 @@ _SEARCH = (
         INSERT OR IGNORE INTO key_ids (bucket, key) VALUES (new.bucket, new.key); END""",
     """CREATE TRIGGER current_removed AFTER DELETE ON current BEGIN
         DELETE FROM key_ids WHERE bucket = old.bucket AND key = old.key; END""",
+)
+
+
+#: Schema 4: the cluster's repair log (lib/metadata/sql.py).
+_REPAIRS = (
+    """CREATE TABLE repair_log (
+        seq INTEGER PRIMARY KEY, finished REAL NOT NULL, hash TEXT NOT NULL,
+        shards TEXT NOT NULL, outcome TEXT NOT NULL, error TEXT NOT NULL, runner TEXT NOT NULL
+    )""",
+    """CREATE TABLE repair_totals (
+        id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL,
+        done INTEGER NOT NULL, failed INTEGER NOT NULL
+    )""",
 )
 
 
@@ -226,25 +240,34 @@ class SqliteStore(SqlStore):
                                           f"{SCHEMA_VERSION}"))
         tables = {name for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version == 2:
-            for statement in _to_v3():
+        if version == 0 and "versions" not in tables:
+            for statement in (*_SCHEMA, *_SEARCH, *_REPAIRS):
                 conn.execute(statement)
-            log.warning("migrated %s from schema 2 to 3: key search index built", self._path)
-        elif "versions" in tables:
+        else:
+            self._upgrade(conn, version)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _upgrade(self, conn: sqlite3.Connection, version: int) -> None:
+        """Migrate an existing database step by step, from ``version`` to SCHEMA_VERSION."""
+        if version < 2:                   # the first release's table (no user_version set)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(versions)")}
             if not {"name", "version", "size", "hash"} <= columns:
                 raise MetadataError(self._say(f"unknown schema: versions has {columns}"))
             count = conn.execute("SELECT COUNT(*) FROM versions").fetchone()[0]
             for statement, params in _from_v1(self._book_bucket, time.time()):
                 conn.execute(statement, params)
-            for statement in _to_v3():
-                conn.execute(statement)
             log.warning("migrated %s: %d version(s) of schema 1 moved into bucket %r",
                         self._path, count, self._book_bucket)
-        else:
-            for statement in (*_SCHEMA, *_SEARCH):
+            version = 2
+        if version == 2:
+            for statement in _to_v3():
                 conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            log.warning("migrated %s from schema 2 to 3: key search index built", self._path)
+            version = 3
+        if version == 3:
+            for statement in _REPAIRS:
+                conn.execute(statement)
+            log.warning("migrated %s from schema 3 to 4: repair log added", self._path)
 
     # -- connections -------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:

@@ -26,9 +26,9 @@ import pytest
 from lib.config import Config
 from lib.errors import (BucketExists, BucketNotEmpty, ConditionNotMet, ContentGone,
                         InvalidPart, NoSuchBucket, NoSuchKey, NoSuchUpload)
-from lib.metadata import (ENABLED, SUSPENDED, UNVERSIONED, Draft, MetadataError,
-                          MetadataStore, ObjectMeta, Part, WriteCondition, decode_version_id,
-                          encode_version_id, open_store)
+from lib.metadata import (ENABLED, REPAIR_DONE, REPAIR_FAILED, SUSPENDED, UNVERSIONED, Draft,
+                          MetadataError, MetadataStore, ObjectMeta, Part, RepairRecord,
+                          WriteCondition, decode_version_id, encode_version_id, open_store)
 from lib.metadata.elasticsearch import ElasticsearchStore
 from lib.metadata.listing import Cursor, start_cursor, successor, walk
 from lib.metadata.postgres import PostgresStore, split_url
@@ -512,6 +512,69 @@ def test_records(store: MetadataStore) -> None:
     assert store.record("fault", "r1") is None and store.records("other") == []
 
 
+# -- the repair log ----------------------------------------------------------------------------
+
+def test_repair_log_keeps_the_newest_records_and_counts_every_one(store: MetadataStore) -> None:
+    assert store.repairs() == [] and store.repair_counts() == (0, 0)
+    store.repairs_kept = 3
+    first = store.record_repair(RepairRecord.finished("h1", [4, 1], by="127.0.2.1:1"))
+    assert first.seq > 0 and first.shards == (1, 4) and first.outcome == REPAIR_DONE
+    for i in range(2, 5):
+        store.record_repair(RepairRecord.finished(f"h{i}", [i % 6], by="worker"))
+    store.record_repair(RepairRecord.finished("h5", [2], "only shards [0, 1] are left",
+                                              by="worker"))
+    listed = store.repairs()
+    assert [r.hash for r in listed] == ["h5", "h4", "h3"]            # newest first, pruned
+    assert listed[0].seq > listed[1].seq > listed[2].seq > first.seq
+    failed = listed[0]
+    assert (failed.outcome, failed.error, failed.by, failed.shards) == (
+        REPAIR_FAILED, "only shards [0, 1] are left", "worker", (2,))
+    assert listed[1].error == "" and listed[1].shards == (4,)
+    assert abs(failed.time - first.time) < 60
+    assert [r.hash for r in store.repairs(limit=2)] == ["h5", "h4"]
+    assert store.repair_counts() == (4, 1)                           # counters never pruned
+
+
+def test_repair_log_refuses_what_it_cannot_store(store: MetadataStore) -> None:
+    with pytest.raises(ValueError):
+        store.record_repair(RepairRecord(0.0, "h", (), "maybe"))
+    with pytest.raises(ValueError):
+        store.record_repair(RepairRecord(0.0, "", (), REPAIR_DONE))
+    with pytest.raises(ValueError):
+        store.record_repair(RepairRecord(0.0, "h", (-1,), REPAIR_DONE))
+    with pytest.raises(ValueError):
+        store.repairs(limit=0)
+    long = RepairRecord.finished("h", [], "x" * 10_000)
+    assert len(long.error) == 500 and store.record_repair(long).error == long.error
+    assert store.repair_counts() == (0, 1)
+
+
+def test_concurrent_repair_records_get_distinct_seqs(store: MetadataStore) -> None:
+    threads, each = 6, 5
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            start.wait()
+            for n in range(each):
+                store.record_repair(RepairRecord.finished(f"h{i}-{n}", [i % 6],
+                                                          None if n % 2 else "no"))
+        except BaseException as exc:       # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert not errors
+    listed = store.repairs(limit=1000)
+    assert len(listed) == threads * each == len({r.seq for r in listed})
+    assert {r.hash for r in listed} == {f"h{i}-{n}" for i in range(threads) for n in range(each)}
+    assert store.repair_counts() == (threads * 2, threads * 3)
+
+
 # -- concurrency -------------------------------------------------------------------------------------
 
 def test_concurrent_writers_of_one_key_threads(store: MetadataStore) -> None:
@@ -659,6 +722,7 @@ def test_sqlite_migrates_schema_2_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:                  # back to what schema 2 was
         for statement in ["DROP TRIGGER current_added", "DROP TRIGGER current_removed",
                           "DROP TABLE key_search", "DROP TABLE key_ids",
+                          "DROP TABLE repair_log", "DROP TABLE repair_totals",
                           "PRAGMA user_version = 2"]:
             conn.execute(statement)
     with SqliteStore(path) as migrated:
@@ -667,6 +731,29 @@ def test_sqlite_migrates_schema_2_in_place(tmp_path: Path) -> None:
         put(migrated, "new.log")
         assert sorted(v.key for v in migrated.search_keys(None, "log")[0]) == [
             "logs/a.log", "new.log"]
+        assert migrated.record_repair(RepairRecord.finished("h", [1])).seq == 1
+
+
+def test_sqlite_migrates_schema_3_in_place(tmp_path: Path) -> None:
+    """A database of schema 3 (no repair log) keeps its data and gets an empty log."""
+    path = tmp_path / "v3.db"
+    with SqliteStore(path) as store:
+        store.create_bucket("v", versioning=ENABLED)
+        put(store, "kept")
+    with sqlite3.connect(path) as conn:                  # back to what schema 3 was
+        for statement in ["DROP TABLE repair_log", "DROP TABLE repair_totals",
+                          "PRAGMA user_version = 3"]:
+            conn.execute(statement)
+    with SqliteStore(path) as migrated:
+        assert migrated.check() == f"sqlite:{path}"
+        assert migrated.version("v", "kept").hash == "c"
+        assert migrated.repairs() == [] and migrated.repair_counts() == (0, 0)
+        migrated.record_repair(RepairRecord.finished("h", [0, 5], by="127.0.2.1:1"))
+    with SqliteStore(path) as again:                     # migrated once, then left alone
+        assert [(r.hash, r.shards) for r in again.repairs()] == [("h", (0, 5))]
+        assert again.repair_counts() == (1, 0)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
 
 
 def test_postgres_migrates_schema_2_with_a_trigram_index() -> None:
@@ -682,6 +769,26 @@ def test_postgres_migrates_schema_2_with_a_trigram_index() -> None:
         assert store._read(lambda tx: tx.one(
             "SELECT indexname FROM pg_indexes WHERE indexname = 'current_key_trgm' "
             "AND schemaname = current_schema()")) == ("current_key_trgm",)
+    finally:
+        store.drop_schema()
+        store.close()
+
+
+def test_postgres_migrates_schema_3_with_a_repair_log() -> None:
+    url = f"{POSTGRES}?schema=t_{uuid.uuid4().hex[:16]}"
+    store = PostgresStore(url)
+    try:
+        store.create_bucket("v", versioning=ENABLED)
+        put(store, "kept")
+        store._run(lambda tx: tx.run("DROP TABLE repair_log"))
+        store._run(lambda tx: tx.run("DROP TABLE repair_totals"))
+        store._run(lambda tx: tx.run("UPDATE tessera_schema SET version = 3"))
+        store.close()
+        store = PostgresStore(url)
+        assert store.check().startswith("postgresql:")
+        assert store.version("v", "kept").hash == "c" and store.repair_counts() == (0, 0)
+        store.record_repair(RepairRecord.finished("h", [3], "gone", by="worker"))
+        assert [(r.outcome, r.error) for r in store.repairs()] == [(REPAIR_FAILED, "gone")]
     finally:
         store.drop_schema()
         store.close()
