@@ -98,7 +98,7 @@ def build(config: Config, metadata: MetadataStore | None = None, bus: Bus | None
     client = client or DataServerClient.from_config(config)
     tasks = TaskPublisher(bus, TaskQueues.from_config(config),
                           check_interval=config.heartbeat_interval)
-    repairs = Repairs(client, registry, locator, tasks)
+    repairs = Repairs(client, registry, locator, tasks, metadata, config.listen_address)
     contents = ErasureContentStore(config, client, registry, locator, repairs)
     layer = ObjectLayer(metadata, contents)
     api = ApiServer(config, OriginLayer.from_config(layer, config),
@@ -134,14 +134,16 @@ def create_app(config: Config | None = None, *, metadata: MetadataStore | None =
         "tessera_live_data_servers", "Data servers this api worker heard from lately.",
         len(api.registry.live()))]))
     app.wsgi_app = Observed(wrap_book(app.wsgi_app, api.faults), "book",
-                            sub_apis=frozenset({"admin", "console"}))
+                            sub_apis=frozenset({"admin", "console"}),
+                            counted=config.request_metrics)
     if config.s3_listen_address:
         from api_server.s3 import ByListener, create_s3_app
         from api_server.s3.faults import wrap as wrap_s3
 
         app.wsgi_app = ByListener(app.wsgi_app,
                                   Observed(wrap_s3(create_s3_app(api), api.faults.engine,
-                                                   config.s3_domain), "s3"),
+                                                   config.s3_domain), "s3",
+                                           counted=config.request_metrics),
                                   config.s3_listen_address)
 
     admin.install(app)

@@ -4,6 +4,8 @@
   failed a read and rebuild what is missing (:func:`lib.rs.repair.repair_object`, the code the
   api server runs in process when the broker is away).  Fewer than DATA_SHARDS shards left
   is a failure: it is retried (a data server may be restarting) and dead-lettered at last.
+  The repair log (``lib.objects.repairs.record_repair``) gets the repair once it finished:
+  done, or failed on its last attempt (a retried one is still pending, in the queue).
 * ``gc``: collect the object's shards into garbage/ if no version references it any more
   (:func:`lib.collector.collect_hash`).
 * ``stored``: the "object stored" hook: logged, and POSTed as JSON to ``STORED_HOOK_URL``
@@ -29,11 +31,14 @@ from lib.metadata import MetadataStore, Version
 from lib.objects import ObjectLayer, prefetch
 from lib.objects.erasure import ErasureContentStore
 from lib.objects.origin import OriginLayer
-from lib.objects.repairs import Repairs
+from lib.objects.repairs import Repairs, record_repair
 from lib.rs.repair import repair_object
 from lib.tasks import PermanentFailure, Task, TaskPublisher, TaskQueues
 
 log = logging.getLogger(__name__)
+
+#: Who ran a repair, as the repair log says it.
+WORKER = "worker"
 
 
 class HookFailed(Exception):
@@ -58,8 +63,15 @@ class TaskRunner:
             log.info("repair %s: no version references it any more; nothing to do", task.hash)
             return
         cluster = self._cluster
-        rebuilt = repair_object(cluster.client, cluster.registry, cluster.locator, task.hash,
-                                task.size, task.damaged)
+        try:
+            rebuilt = repair_object(cluster.client, cluster.registry, cluster.locator,
+                                    task.hash, task.size, task.damaged)
+        except Exception as exc:
+            if task.attempt + 1 >= self._config.task_max_attempts:
+                record_repair(self._metadata, task.hash, task.damaged,
+                              f"{type(exc).__name__}: {exc}", WORKER)
+            raise
+        record_repair(self._metadata, task.hash, rebuilt, None, WORKER)
         log.info("repair %s: %s", task.hash,
                  f"rebuilt shards {sorted(rebuilt)}" if rebuilt else "nothing was missing")
 
@@ -88,7 +100,8 @@ class TaskRunner:
             tasks = TaskPublisher(c.bus, TaskQueues.from_config(self._config),
                                   check_interval=self._config.heartbeat_interval)
             contents = ErasureContentStore(self._config, c.client, c.registry, c.locator,
-                                           Repairs(c.client, c.registry, c.locator, tasks))
+                                           Repairs(c.client, c.registry, c.locator, tasks,
+                                                   self._metadata, WORKER))
 
             def stored(v: Version) -> None:      # the same "object stored" event as a PUT's
                 tasks.publish(Task.stored(v.key, v.number, v.hash, v.size, v.bucket,

@@ -26,6 +26,7 @@ from lib.config import Config
 from lib.errors import ObjectStoreError
 from lib.membership import ClusterView
 from lib.metadata import MetadataStore
+from lib.objects.repairs import record_repair
 from lib.rs.duplicates import choose_keepers, collect_extra_copies, extra_copies
 from lib.rs.params import ALL_SHARDS, DATA_SHARDS
 from lib.rs.repair import rebuild, retire
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Hashes fetched per metadata query.
 PAGE = 1000
+#: Who ran a repair, as the repair log says it.
+SCANNER = "object_scanner"
 #: Seconds between progress lines when stderr is not a terminal.
 PROGRESS_EVERY = 5.0
 
@@ -170,9 +173,12 @@ class Scanner:
             rebuilt = rebuild(cluster.client, cluster.registry, keep, check.hash, size)
         except ObjectStoreError as exc:
             self._unrecoverable(check.hash, f"{what}; repair failed: {exc}")
+            record_repair(self._metadata, check.hash, check.missing,
+                          f"{type(exc).__name__}: {exc}", SCANNER)
             return False
         finally:
             cluster.locator.forget(check.hash)
+        record_repair(self._metadata, check.hash, rebuilt, None, SCANNER)
         self.stats.repaired += 1
         print(f"repaired {check.hash}: {what}; rebuilt shards {sorted(rebuilt)}", flush=True)
         return True

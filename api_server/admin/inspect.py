@@ -104,7 +104,8 @@ def _queue_counts(api: "ApiServer") -> tuple[int | None, int | None]:
 
 def stats(api: "ApiServer") -> dict[str, Any]:
     """Totals over the cluster: what the metadata holds, what the live data servers hold on
-    disk, the task queue, this api worker's repairs since it started, and the origin
+    disk, the task queue, the repairs (done and failed: every process's, from the repair
+    log's counters; pending: this api worker's and the task queue's), and the origin
     prefetch jobs' keys per state."""
     usage = api.metadata.usage()
     servers = nodes(api)
@@ -112,6 +113,7 @@ def stats(api: "ApiServer") -> dict[str, Any]:
     physical = sum(s["bytes"] for s in live)
     depth, dead = _queue_counts(api)
     local = api.repairs.local
+    done, failed = api.metadata.repair_counts()
     return {
         "buckets": usage.buckets,
         "objects": usage.objects,
@@ -125,11 +127,16 @@ def stats(api: "ApiServer") -> dict[str, Any]:
         "data_servers_expected": max(len(servers), ALL_SHARDS),
         "queue_depth": depth,
         "dead_letters": dead,
-        "repairs": {"done": local.done, "failed": local.failed,
+        "repairs": {"done": done, "failed": failed,
                     "pending": local.pending() + (depth or 0)},
         "corrupt_records": sum(s["corrupt_shards"] for s in live),
         "prefetch": prefetch.summary(api.metadata),
     }
+
+
+def recent_repairs(api: "ApiServer", limit: int = 100) -> list[dict[str, Any]]:
+    """The newest finished repairs of the whole cluster, newest first (the repair log)."""
+    return [repair.to_json() for repair in api.metadata.repairs(limit)]
 
 
 # -- one object ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The management API's objects: list, search, inspect, upload, delete; and the cluster's
-totals and data servers.  JSON translations of the object layer and of ``inspect``.
+totals, data servers and recent repairs.  JSON translations of the object layer and of ``inspect``.
 
 Paging is by cursor: an answer's ``next_cursor`` (None on the last page) is the ``cursor`` of
 the next request.  Uploads stream through the object layer, which computes the digest: a
@@ -164,4 +164,9 @@ def get_stats() -> Response:
 @bp.get("/nodes")
 def get_nodes() -> Response:
     return jsonify(nodes=inspect.nodes(_api()))
+
+
+@bp.get("/repairs")
+def get_repairs() -> Response:
+    return jsonify(repairs=inspect.recent_repairs(_api(), _limit()))
 

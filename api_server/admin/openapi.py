@@ -207,8 +207,13 @@ _SCHEMAS: dict[str, Any] = {
         "dedup_ratio": {"type": ["number", "null"]},
         "data_servers_live": {"type": "integer"}, "data_servers_expected": {"type": "integer"},
         "queue_depth": _NULLABLE_INT, "dead_letters": _NULLABLE_INT,
-        "repairs": _object({"done": {"type": "integer"}, "pending": {"type": "integer"},
-                            "failed": {"type": "integer"}}),
+        "repairs": _object({
+            "done": {"type": "integer", "minimum": 0,
+                     "description": "every process's, ever (the repair log's counter)"},
+            "pending": {"type": "integer", "minimum": 0,
+                        "description": "this api worker's and the task queue's"},
+            "failed": {"type": "integer", "minimum": 0,
+                       "description": "every process's, ever (the repair log's counter)"}}),
         "corrupt_records": {"type": "integer"},
         "prefetch": _ref("PrefetchTotals")}),
     "Node": _object({"address": {"type": "string"}, "state": {"enum": ["live", "down"]},
@@ -217,6 +222,15 @@ _SCHEMAS: dict[str, Any] = {
                      "disk_free": _NULLABLE_INT, "disk_total": _NULLABLE_INT,
                      "corrupt_shards": _NULLABLE_INT}),
     "NodeList": _object({"nodes": {"type": "array", "items": _ref("Node")}}),
+    "Repair": _object({
+        "seq": {"type": "integer", "minimum": 1}, "time": {"type": "number"},
+        "hash": {"type": "string"},
+        "shards": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                   "description": "rebuilt (done), or known damaged (failed)"},
+        "outcome": {"enum": ["done", "failed"]}, "error": _NULLABLE_TEXT,
+        "by": {"type": "string", "description": "an api server's address, worker or "
+                                                "object_scanner"}}),
+    "RepairList": _object({"repairs": {"type": "array", "items": _ref("Repair")}}),
     "PrefetchTotals": _object({name: {"type": "integer", "minimum": 0} for name in (
         "jobs", "keys", "queued", "stored", "present", "retrying", "failed")}),
     **_FAULT_SCHEMAS,
@@ -285,6 +299,11 @@ DOCUMENT: dict[str, Any] = {
         "/nodes": {"get": {"summary": "Every data server ever seen, live or down",
                            "operationId": "getNodes",
                            "responses": _answer("NodeList", errors=("401", "403", "503"))}},
+        "/repairs": {"get": {"summary": "The newest finished repairs of the whole cluster "
+                                        "(the last 1000 kept), newest first",
+                             "operationId": "listRepairs", "parameters": [_LIMIT],
+                             "responses": _answer("RepairList",
+                                                  errors=("400", "401", "403", "503"))}},
         "/faults/rules": {
             "get": {"summary": "The fault rules, oldest first", "operationId": "listFaultRules",
                     "responses": _answer("FaultRuleList", errors=("401", "403", "503"))},

@@ -6,6 +6,10 @@ wait.
 small pool of threads (one repair per object while it is pending) that re-locates the object
 and rebuilds what is still missing.  The repair itself is :func:`lib.rs.repair.repair_object`,
 shared with the task worker and the object scanner.
+
+Every repair that finishes, done or failed, is appended to the cluster's repair log in the
+metadata store (:func:`record_repair`, also called by the task worker and the object scanner),
+which the management API and the console read.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from lib.errors import NotEnoughDataServers, ObjectStoreError
 from lib.hashing import quote_hash
 from lib.locator import LOCATION_TTL, Locator
+from lib.metadata import MetadataStore, RepairRecord
 from lib.objectstream import DataServerClient
 from lib.registry import DataServerRegistry
 from lib.rs.repair import repair_object
@@ -31,11 +36,27 @@ MAX_PENDING = 1000
 UNREAD_CHECKS_PER_SECOND = 20
 
 
+def record_repair(metadata: MetadataStore | None, hash_: str, shards, error: str | None,
+                  by: str) -> None:
+    """Append a finished repair to the cluster's repair log (``error`` None: done).  Best
+    effort: a store that fails is logged, never the repair's failure."""
+    if metadata is None:
+        return
+    try:
+        metadata.record_repair(RepairRecord.finished(hash_, shards, error, by))
+    except Exception as exc:         # MetadataError, or anything else: the repair stands
+        log.warning("repair of %s not recorded in the repair log: %s", hash_, exc)
+
+
 class Repairer:
-    def __init__(self, client: DataServerClient, registry: DataServerRegistry, locator: Locator):
+    def __init__(self, client: DataServerClient, registry: DataServerRegistry, locator: Locator,
+                 metadata: MetadataStore | None = None, by: str = ""):
         self._client = client
         self._registry = registry
         self._locator = locator
+        #: Where finished repairs are recorded, and as whose (this api server's address).
+        self._metadata = metadata
+        self._by = by
         self._lock = threading.Lock()
         self._pending: set[str] = set()
         #: Repairs this process finished and failed since it started (the management API).
@@ -101,21 +122,26 @@ class Repairer:
         self.request(hash_, size, damaged)
 
     def _repair(self, hash_: str, size: int, damaged: dict[int, str]) -> None:
-        done = False
+        error: str | None = "interrupted"
+        rebuilt: dict[int, str] = {}
         try:
-            repair_object(self._client, self._registry, self._locator, hash_, size, damaged)
-            done = True
+            rebuilt = repair_object(self._client, self._registry, self._locator, hash_, size,
+                                    damaged)
+            error = None
         except NotEnoughDataServers as exc:
             log.error("repair of %s failed: %s", hash_, exc)
-        except Exception:
+            error = str(exc)
+        except Exception as exc:
             log.exception("repair of %s failed", hash_)
+            error = f"{type(exc).__name__}: {exc}"
         finally:
             with self._lock:
                 self._pending.discard(hash_)
-                if done:
+                if error is None:
                     self.done += 1
                 else:
                     self.failed += 1
+        record_repair(self._metadata, hash_, damaged if error else rebuilt, error, self._by)
 
     def pending(self) -> int:
         with self._lock:
@@ -130,10 +156,11 @@ class Repairs:
     """Where repair requests go: the task queue first, this process's Repairer otherwise."""
 
     def __init__(self, client: DataServerClient, registry: DataServerRegistry, locator: Locator,
-                 tasks: TaskPublisher | None = None):
+                 tasks: TaskPublisher | None = None, metadata: MetadataStore | None = None,
+                 by: str = ""):
         self._locator = locator
         self._tasks = tasks
-        self.local = Repairer(client, registry, locator)
+        self.local = Repairer(client, registry, locator, metadata, by)
         self.local.report = self.request
 
     def request(self, hash_: str, size: int, missing: list[int],

@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from lib.metadata import RepairRecord
 from lib.rs.params import ALL_SHARDS, BLOCK_SIZE
 from tests.conftest import Body, sha256_b64
 from tests.functional.inproc_cluster import AUTH
@@ -157,6 +158,26 @@ def test_stats_and_nodes(client, admin_cluster):
     nodes = {n["address"]: n for n in client.get("/api/v1/nodes").json["nodes"]}
     assert nodes[down]["state"] == "down" and nodes[down]["shards"] is None
     assert sum(n["state"] == "live" for n in nodes.values()) == ALL_SHARDS - 1
+
+
+def test_repairs_list_the_cluster_log_newest_first_and_stats_count_it(client, admin_cluster):
+    assert client.get("/api/v1/repairs").json == {"repairs": []}
+    store = admin_cluster.api.metadata
+    store.record_repair(RepairRecord.finished("h1", [0, 2], by="127.0.2.9:1"))
+    store.record_repair(RepairRecord.finished("h2", [5], "NotEnoughDataServers: only 3 left",
+                                              by="worker"))
+    store.record_repair(RepairRecord.finished("h3", [], by="object_scanner"))
+    listed = client.get("/api/v1/repairs").json["repairs"]
+    assert [(r["hash"], r["outcome"], r["by"]) for r in listed] == [
+        ("h3", "done", "object_scanner"), ("h2", "failed", "worker"),
+        ("h1", "done", "127.0.2.9:1")]
+    assert listed[1]["error"].startswith("NotEnoughDataServers") and listed[2]["shards"] == [0, 2]
+    assert [r["hash"] for r in client.get("/api/v1/repairs?limit=1").json["repairs"]] == ["h3"]
+    assert client.get("/api/v1/repairs?limit=0").status_code == 400
+    assert client.get("/api/v1/repairs?limit=1001").status_code == 400
+    assert client.get("/api/v1/stats").json["repairs"] == {"done": 2, "failed": 1,
+                                                           "pending": 0}
+    assert CheckedClient(admin_cluster.app).get("/api/v1/repairs").status_code == 401
 
 
 def test_credentials_are_checked_before_anything_is_done(admin_cluster):

@@ -34,8 +34,8 @@ def test_no_5xx_and_every_answer_documented(admin_cluster):
         "DELETE /objects/{bucket}/{key}", "DELETE /origins/{bucket}",
         "GET /faults/events", "GET /faults/rules", "GET /faults/rules/{rule_id}",
         "GET /faults/stats", "GET /nodes", "GET /objects", "GET /objects/{bucket}/{key}",
-        "GET /origin/prefetch", "GET /origins", "GET /origins/{bucket}", "GET /search",
-        "GET /stats", "POST /faults/rules", "POST /objects", "POST /origin/prefetch",
+        "GET /origin/prefetch", "GET /origins", "GET /origins/{bucket}", "GET /repairs",
+        "GET /search", "GET /stats", "POST /faults/rules", "POST /objects", "POST /origin/prefetch",
         "PUT /faults/rules/{rule_id}", "PUT /origins/{bucket}"]
     api = admin_cluster.api
 

@@ -6,6 +6,7 @@ import pytest
 from api_server.admin import inspect
 from lib.errors import NoSuchKey
 from lib.hashing import quote_hash
+from lib.metadata import MetadataError, RepairRecord
 from lib.objects import Expect
 from lib.rs.params import ALL_SHARDS
 
@@ -68,3 +69,51 @@ def test_nodes_and_stats(admin_cluster):
     states = {n["address"]: n["state"] for n in inspect.nodes(api)}
     assert states[down] == "down" and list(states.values()).count("live") == ALL_SHARDS - 1
     assert inspect.stats(api)["data_servers_live"] == ALL_SHARDS - 1
+
+
+def _drop_shard(cluster, hash_: str, index: int) -> None:
+    (path,) = [p for root in cluster.roots.values()
+               for p in (root / "objects").glob(f"{quote_hash(hash_)}.{index}.*")]
+    path.unlink()
+
+
+def test_repairs_are_recorded_cluster_wide_and_counted_by_stats(admin_cluster):
+    cluster = admin_cluster
+    api = cluster.api
+    version = put(api, "mended", b"m" * 9000)
+    _drop_shard(cluster, version.hash, 3)
+    api.repairs.local._repair(version.hash, version.size, {})      # as its thread runs it
+    # Another process's repair (the task worker's), recorded in the same store.
+    api.metadata.record_repair(RepairRecord.finished("other-hash", [], "Boom: gone",
+                                                     by="worker"))
+    (worker, mine) = inspect.recent_repairs(api, 10)
+    assert (mine["hash"], mine["shards"], mine["outcome"], mine["error"], mine["by"]) == (
+        version.hash, [3], "done", None, api.config.listen_address)
+    assert (worker["outcome"], worker["error"], worker["by"]) == ("failed", "Boom: gone",
+                                                                 "worker")
+    assert worker["seq"] > mine["seq"] and mine["time"] > 0
+    assert inspect.stats(api)["repairs"] == {"done": 1, "failed": 1, "pending": 0}
+    assert all(s["present"] for s in inspect.object_info(api, "book", "mended")["shards"])
+
+
+def test_a_failed_repair_is_recorded_and_a_failing_log_never_fails_a_repair(
+        admin_cluster, monkeypatch, caplog):
+    cluster = admin_cluster
+    api = cluster.api
+    version = put(api, "doomed", b"d" * 9000)
+    for address in cluster.addresses[:3]:
+        cluster.kill(address)
+    api.repairs.local._repair(version.hash, version.size, {})
+    (failed,) = inspect.recent_repairs(api)
+    assert failed["outcome"] == "failed" and "cannot be repaired" in failed["error"]
+    assert api.repairs.local.failed == 1
+
+    def broken(repair):
+        raise MetadataError("the store is away")
+
+    monkeypatch.setattr(api.metadata, "record_repair", broken)
+    api.repairs.local._repair(version.hash, version.size, {})
+    assert api.repairs.local.failed == 2 and api.repairs.local.pending() == 0
+    assert "not recorded in the repair log: the store is away" in caplog.text
+    monkeypatch.undo()
+    assert inspect.stats(api)["repairs"]["failed"] == 1

@@ -2,6 +2,7 @@
 the maintenance tools (orphan decisions, shard verification, scan pacing)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -11,7 +12,8 @@ import pytest
 from lib.objects.repairs import Repairs
 from lib.collector import OrphanCollector, local_shards, purge_local_garbage
 from lib.objectstream import ShardInfo
-from lib.errors import CorruptShard, DataServerError, ObjectNotFound, Refused
+from lib.errors import (CorruptShard, DataServerError, NotEnoughDataServers, ObjectNotFound,
+                        Refused)
 from lib.hashing import quote_hash, sha256_b64
 from lib.metadata import MetadataError
 from lib.rs import layout
@@ -207,6 +209,58 @@ def test_repairs_go_to_the_queue_or_fall_back_in_process(connected, consumers, q
     if queued:
         task = Task.from_json(bus.sent[0][2])
         assert task.kind == "repair" and task.damaged == {1: "127.0.1.1:1"}
+
+
+class RecordingMetadata:
+    """has_hash for every hash, and a repair log that may fail."""
+
+    def __init__(self, broken=False):
+        self.recorded = []
+        self.broken = broken
+
+    def has_hash(self, hash_):
+        return True
+
+    def record_repair(self, repair):
+        if self.broken:
+            raise MetadataError("the store is away")
+        self.recorded.append(repair)
+        return repair
+
+
+class FakeCluster:
+    client = registry = locator = None
+
+
+def test_the_worker_records_a_repair_done_and_a_repair_failed_on_its_last_attempt(
+        monkeypatch, caplog):
+    from lib import taskrunner
+    from lib.config import Config
+
+    outcomes = iter([{3: "127.0.1.4:1"}, NotEnoughDataServers("only shards [0] are left")] * 3)
+
+    def repair_object(client, registry, locator, hash_, size, damaged):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(taskrunner, "repair_object", repair_object)
+    metadata = RecordingMetadata()
+    runner = taskrunner.TaskRunner(Config(task_max_attempts=2), metadata, FakeCluster())
+    runner.run(Task.repair(HASH, 10))
+    with pytest.raises(NotEnoughDataServers):            # attempt 1 of 2: retried, pending
+        runner.run(Task.repair(HASH, 10, {1: "127.0.1.2:1"}))
+    assert [(r.outcome, r.shards, r.by) for r in metadata.recorded] == [("done", (3,), "worker")]
+    runner.run(Task.repair(HASH, 10))
+    with pytest.raises(NotEnoughDataServers):            # the last attempt: failed for good
+        runner.run(dataclasses.replace(Task.repair(HASH, 10, {1: "127.0.1.2:1"}), attempt=1))
+    failed = metadata.recorded[-1]
+    assert (failed.outcome, failed.shards, failed.hash) == ("failed", (1,), HASH)
+    assert failed.error == "NotEnoughDataServers: only shards [0] are left"
+    metadata.broken = True                               # a failing log never fails a repair
+    runner.run(Task.repair(HASH, 10))
+    assert "not recorded in the repair log" in caplog.text
 
 
 # -- orphan collection decisions --------------------------------------------------------------
