@@ -12,6 +12,7 @@ import api_server
 from api_server.admin import inspect
 from api_server.console import browser, session
 from lib.config import Config
+from lib.metadata import RepairRecord
 from lib.objects import Expect, Requested
 from lib.rabbitmq import Bus
 from lib.rs.params import BLOCK_SIZE
@@ -277,3 +278,20 @@ def test_the_console_writes_under_its_session_when_book_api_token_is_set(tmp_pat
         assert client.delete("/objects/absent").status_code == 401     # the book API: still gated
     finally:
         app.extensions["tessera.stop"]()
+
+
+def test_cluster_page_lists_recent_repairs_escaped(console, cluster):
+    assert "No repair has been recorded yet." in console.get("/console/cluster").text
+    store = cluster.api.metadata
+    store.record_repair(RepairRecord.finished("h/one+=", [1, 4], by="127.0.2.1:1"))
+    store.record_repair(RepairRecord.finished("h-two", [0], "<b>broken</b> & gone",
+                                              by="worker"))
+    page = console.get("/console/cluster").text
+    rows = re.findall(r'<tr class="repair" data-outcome="(\w+)">(.*?)</tr>', page, re.S)
+    assert [outcome for outcome, _ in rows] == ["failed", "done"]        # newest first
+    failed, done = (row for _, row in rows)
+    assert "h-two" in failed and "worker" in failed
+    assert "&lt;b&gt;broken&lt;/b&gt; &amp; gone" in failed
+    assert "<b>broken" not in page
+    assert "h/one+=" in done and "1, 4" in done and "127.0.2.1:1" in done and " UTC" in done
+    assert "Repairs done</dt><dd>1<" in page and "Repairs failed</dt><dd>1<" in page
