@@ -78,7 +78,8 @@ def create_app(config: Config | None = None, *, bus: Bus | None | object = _DEFA
     # refused strangers are counted and logged too.
     app.wsgi_app = Observed(ClusterGate(faults.wrap(FastPath(node, app.wsgi_app), node, engine),
                                         ClusterMac.from_config(config), config.data_reads_open),
-                            "data", access_level=logging.DEBUG)
+                            "data", access_level=logging.DEBUG,
+                            counted=config.request_metrics)
     app.extensions["tessera.faults"] = engine
     app.extensions[COLLECTORS].append(metrics.Snapshot(lambda: _disk_families(node)))
 

@@ -113,12 +113,14 @@ class _Body:
 class Observed:
     """Wrap ``app`` (one API: ``book``, ``s3``, ``data``).  Operations whose Flask
     blueprint is in ``sub_apis`` (``admin``) count under that API instead.  Access lines
-    are logged at ``access_level``."""
+    are logged at ``access_level``; ``counted`` False (METRICS=off) leaves requests out of
+    the metrics, keeping their ids and access lines."""
 
     def __init__(self, app: Callable, api: str, sub_apis: frozenset[str] = frozenset(),
-                 access_level: int = logging.INFO):
+                 access_level: int = logging.INFO, counted: bool = True):
         self._app = app
         self._api = api
+        self._counted = counted
         self._sub_apis = sub_apis
         self._access_level = access_level
         self._in_progress = _InProgress(api)
@@ -136,7 +138,8 @@ class Observed:
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "") and "wsgi.input" in environ:
             counting = environ["wsgi.input"] = _CountingInput(environ["wsgi.input"])
         status = [500]
-        self._in_progress.add(1)
+        if self._counted:
+            self._in_progress.add(1)
 
         def start(line: str, headers: list, exc_info=None):
             status[0] = int(line[:3])
@@ -146,7 +149,8 @@ class Observed:
         def finish(sent: int) -> None:
             received = counting.count if counting is not None else int(
                 environ.get("CONTENT_LENGTH") or 0)
-            self._in_progress.add(-1)
+            if self._counted:
+                self._in_progress.add(-1)
             self._record(environ, status[0], received, sent, time.perf_counter() - started)
             REQUEST_ID.set("")
 
@@ -163,17 +167,18 @@ class Observed:
         api = self._api
         if self._sub_apis and operation.partition(".")[0] in self._sub_apis:
             api = operation.partition(".")[0]
-        key = (api, operation, status)
-        timer = self._timers.get(key)
-        if timer is None:
-            timer = self._timers[key] = metrics.REQUEST_SECONDS.labels(api, operation,
-                                                                       str(status))
-        timer.observe(seconds)
-        bytes_received, bytes_sent = self._bytes[api]
-        if received:
-            bytes_received.inc(received)
-        if sent:
-            bytes_sent.inc(sent)
+        if self._counted:
+            key = (api, operation, status)
+            timer = self._timers.get(key)
+            if timer is None:
+                timer = self._timers[key] = metrics.REQUEST_SECONDS.labels(api, operation,
+                                                                           str(status))
+            timer.observe(seconds)
+            bytes_received, bytes_sent = self._bytes[api]
+            if received:
+                bytes_received.inc(received)
+            if sent:
+                bytes_sent.inc(sent)
         if log.isEnabledFor(self._access_level):
             method = environ.get("REQUEST_METHOD", "")
             path = (environ.get("RAW_URI") or environ.get("PATH_INFO", "")).split("?", 1)[0]

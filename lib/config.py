@@ -105,6 +105,9 @@ class Config:
     #: Where each server start makes its metrics directory (PROMETHEUS_MULTIPROC_DIR; empty:
     #: the system's temp directory); ``lib/metrics.py``.
     metrics_dir: Path | None = None
+    #: False (METRICS=off): requests are not counted or timed (``lib/access.py``); /metrics
+    #: still answers the process, disk, queue and data-server series.
+    request_metrics: bool = True
     #: ``ip:port`` of the task worker's /metrics and /health (empty: none).
     worker_status_address: str = ""
     #: Durable RabbitMQ queue of deferred work (repairs, shard collection, stored events);
@@ -199,6 +202,7 @@ class Config:
             cluster_secret=environ.get("CLUSTER_SECRET") or "",
             log_level=environ.get("LOG_LEVEL") or cls.log_level,
             log_format=_choice(environ, "LOG_FORMAT", ("text", "json")),
+            request_metrics=_choice(environ, "METRICS", ("on", "off")) == "on",
             metrics_dir=(Path(environ["PROMETHEUS_MULTIPROC_DIR"])
                          if environ.get("PROMETHEUS_MULTIPROC_DIR") else None),
             worker_status_address=(_address(environ, "WORKER_STATUS_ADDRESS", None)

@@ -113,11 +113,13 @@ groups (--only, comma-separated; each group runs in this order, on the same clus
                           PUTs, If-None-Match: * PUTs of new keys, If-Match read-modify-write
                           PUTs of one key per client, through both APIs
   observe                 what observing requests costs (issue 15: metrics and JSON access
-                          lines within 3%): scripts/observe_cost.py's CPU us per api request
-                          (metrics + JSON line) and per data-server request (metrics), as a
-                          share of this run's small PUT (1 api + 6 data requests) and small
-                          GET (1 + 4) CPU per operation; runs small_put / small_get first
-                          unless the book group did
+                          lines within 3%): two more clusters, observed (LOG_FORMAT=json,
+                          LOG_LEVEL=info) and unobserved (METRICS=off, LOG_LEVEL=warning),
+                          take turns as in pg: observed_ / unobserved_small_put and
+                          small_get, with their CPU per op; then scripts/observe_cost.py's
+                          CPU us per api request (metrics + JSON line) and per data-server
+                          request (metrics), as a share of the unobserved small PUT
+                          (1 api + 6 data requests) and small GET (1 + 4)
   The cluster's S3_MIN_PART_SIZE is 1 KiB (for mp_complete's parts).
 
 ratios compare with the baseline doing the same transfer: large_put with baseline_upload,
@@ -134,7 +136,8 @@ workload; api_peak_rss_mb is the value after the large and degraded workloads.
 <workload>_ratio, <workload>_rss_mb and <workload>_cpu_ms (CPU of the cluster's processes
 per operation) per workload (mbps only where bytes move, ratio only where a baseline
 applies, rss and cpu only for cluster workloads), observe_api_us, observe_data_us,
-observe_small_put_share and observe_small_get_share (the observe group), api_peak_rss_mb,
+observe_small_put_share, observe_small_get_share, observe_small_put_cpu_ratio and
+observe_small_get_cpu_ratio (the observe group), api_peak_rss_mb,
 cluster_log_errors (ERROR lines and tracebacks in the cluster's logs), and the run's
 settings and machine: cpu_count, python_version, platform, loadavg_start, loadavg_end,
 large_object_mib, large_count, small_object_bytes, clients, small_seconds, latency_samples,
@@ -1127,26 +1130,34 @@ class GroupBench:
             except Exception as exc:
                 progress(f"could not drop the schema of {url}: {exc!r}")
 
-    def _alternate(self, key: str, label: str, sides: list[tuple[str, str, Op]]) -> None:
+    def _alternate(self, key: str, label: str, sides: list[tuple[str, str, Op]],
+                   clusters: dict[str, Cluster] | None = None) -> None:
         """One workload on each side (tag, address, op): first a second untimed on each
         (pools fill, statements get prepared), then PG_ROUNDS timed turns each, side after
-        side, so that a noisy neighbour hits both alike; the turns add up to one row each."""
+        side, so that a noisy neighbour hits both alike; the turns add up to one row each.
+        With ``clusters`` (tag -> its cluster) each row also gets its cluster's CPU per op."""
         clients, turn = self.args.clients, self.args.small_seconds / PG_ROUNDS
         for _tag, address, op in sides:
             run_clients(address, op, clients=clients, seconds=min(1.0, turn))
         progress(f"{label}: {PG_ROUNDS} turns of {turn:.1f} s on each of "
                  f"{', '.join(tag for tag, _, _ in sides)} ...")
         taken: dict[str, tuple[list[float], float]] = {tag: ([], 0.0) for tag, _, _ in sides}
+        cpu = dict.fromkeys(taken, 0.0)
         for _ in range(PG_ROUNDS):
             for tag, address, op in sides:
+                before = cluster_cpu_seconds(clusters[tag]) if clusters else 0.0
                 latencies, elapsed = run_clients(address, op, clients=clients, seconds=turn)
+                if clusters:
+                    cpu[tag] += cluster_cpu_seconds(clusters[tag]) - before
                 taken[tag] = (taken[tag][0] + latencies, taken[tag][1] + elapsed)
         first = sides[0][0]
         for tag, _, _ in sides:
             latencies, elapsed = taken[tag]
-            self.bench.record(f"{tag}_{key}", f"{tag} {label}", latencies, elapsed,
-                              SMALL_SIZE * len(latencies),
-                              f"{first}_{key}" if tag != first else None)
+            result = self.bench.record(f"{tag}_{key}", f"{tag} {label}", latencies, elapsed,
+                                       SMALL_SIZE * len(latencies),
+                                       f"{first}_{key}" if tag != first else None)
+            if clusters:
+                result.cpu_ms = cpu[tag] * 1000 / len(latencies)
 
     # -- cond: conditional PUTs against plain ones ---------------------------------------------
     def cond_workloads(self) -> None:
@@ -1210,20 +1221,54 @@ class GroupBench:
 
 
     def observe_workloads(self) -> None:
-        bench = self.bench
-        if "small_get" not in bench.results:
-            bench.small_workloads()
+        """Two more clusters, one observed as an operator would run it (metrics,
+        LOG_FORMAT=json, access lines at INFO), one not (METRICS=off, LOG_LEVEL=warning),
+        taking turns at small PUTs and GETs; then the in-process figures, which the clusters'
+        noise cannot hide."""
+        bench, args = self.bench, self.args
+        envs = {"observed": {"LOG_FORMAT": "json", "LOG_LEVEL": "info"},
+                "unobserved": {"METRICS": "off", "LOG_LEVEL": "warning"}}
+        with contextlib.ExitStack() as stack:
+            clusters = {tag: stack.enter_context(running_cluster(
+                            free_port(DATA_SERVERS, 1), args.keep_root, env))
+                        for tag, env in envs.items()}
+            names: dict[str, list[list[str]]] = {tag: [[] for _ in range(args.clients)]
+                                                  for tag in clusters}
+
+            def put(tag: str) -> Op:
+                def path(worker: int, _i: int) -> str:
+                    mine = names[tag][worker]
+                    mine.append(f"bench/observe/{worker}/{len(mine)}")
+                    return f"/objects/{mine[-1]}"
+                return bench.small_put_op(path)
+
+            def get(tag: str) -> Op:
+                def op(client: Client, worker: int, i: int) -> None:
+                    mine = names[tag][worker]
+                    client.get(f"/objects/{mine[i % len(mine)]}")
+                return op
+
+            for what, make in (("PUT", put), ("GET", get)):
+                self._alternate(f"small_{what.lower()}", f"small {what}",
+                                [(tag, c.api[0].address, make(tag)) for tag, c in
+                                 clusters.items()], clusters)
+            for cluster in clusters.values():
+                bench.extra_log_errors += log_errors(cluster)
         progress("observe: CPU per observed request, in process ...")
         done = subprocess.run([sys.executable, str(Path(__file__).with_name("observe_cost.py"))],
                               capture_output=True, text=True, check=True, timeout=300)
         cost = json.loads(done.stdout)
-        put, get = bench.results["small_put"].cpu_ms, bench.results["small_get"].cpu_ms
+        results = bench.results
+        put = results["unobserved_small_put"].cpu_ms
+        get = results["unobserved_small_get"].cpu_ms
         bench.observed = {
             "observe_api_us": cost["api_us"], "observe_data_us": cost["data_us"],
             "observe_small_put_share": (cost["api_us"] + ALL_SHARDS * cost["data_us"])
                                        / (put * 1000),
             "observe_small_get_share": (cost["api_us"] + DATA_SHARDS * cost["data_us"])
-                                       / (get * 1000)}
+                                       / (get * 1000),
+            "observe_small_put_cpu_ratio": results["observed_small_put"].cpu_ms / put,
+            "observe_small_get_cpu_ratio": results["observed_small_get"].cpu_ms / get}
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -1264,11 +1309,13 @@ def report_table(bench: Bench, info: dict[str, object]) -> str:
                      f"{r.percentile_ms(0.5):>9.1f}{r.percentile_ms(0.99):>9.1f}{rss:>12}")
     if bench.observed:
         o = bench.observed
-        lines += ["", f"observing a request (metrics, request id, access line; CPU us): api "
-                      f"{o['observe_api_us']:.1f} with its JSON line, data server "
-                      f"{o['observe_data_us']:.1f}; share of small PUT "
-                      f"{o['observe_small_put_share']:.1%}, of small GET "
-                      f"{o['observe_small_get_share']:.1%}"]
+        lines += ["", f"observed / unobserved cluster, CPU per small PUT "
+                      f"{o['observe_small_put_cpu_ratio']:.3f}, per small GET "
+                      f"{o['observe_small_get_cpu_ratio']:.3f}",
+                  f"in process (CPU us a request): api {o['observe_api_us']:.1f} with its JSON "
+                  f"line, data server {o['observe_data_us']:.1f}: "
+                  f"{o['observe_small_put_share']:.1%} of an unobserved small PUT's CPU, "
+                  f"{o['observe_small_get_share']:.1%} of a small GET's"]
     rss = (f"api server peak RSS after the large workloads: {bench.api_peak_rss_mib:.0f} MB; "
            if "book" in args.only else "")
     lines += ["", f"{rss}ERROR lines/tracebacks in cluster logs: {info['cluster_log_errors']}"]

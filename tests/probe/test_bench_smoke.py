@@ -54,6 +54,8 @@ GROUP_KEYS = (
     "cond_book_put_ops", "cond_book_none_match_ratio", "cond_book_match_ratio",
     "cond_s3_put_ops", "cond_s3_none_match_ratio", "cond_s3_match_ratio",
     "observe_api_us", "observe_data_us", "observe_small_put_share", "observe_small_get_share",
+    "observe_small_put_cpu_ratio", "observe_small_get_cpu_ratio",
+    "observed_small_put_ops", "unobserved_small_get_ops",
 )
 
 
