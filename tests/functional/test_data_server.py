@@ -227,3 +227,39 @@ def test_one_request_commit_and_shard_reads_answer_like_the_flask_views(client, 
                     "/objects/not-a-hash.0"):
         assert _answer(client.get(missing)) == _answer(flask_only.get(missing))
         assert client.head(missing).status_code in (400, 404)
+
+
+def test_stats_bytes_come_from_a_scan_reused_for_a_few_seconds(client, root, monkeypatch):
+    from data_server import inspect
+
+    scans = []
+    real = inspect._scan_bytes
+    monkeypatch.setattr(inspect, "_scan_bytes", lambda d: scans.append(d) or real(d))
+    now = [100.0]
+    client.application.extensions[inspect._BYTES] = inspect.ScannedTotal(
+        root / "objects", clock=lambda: now[0])
+    data = shard_bytes(BLOCK_SIZE + 7, index=2)
+    store(client, data, index=2)
+    first = client.get("/stats").json
+    assert first["shards"] == 1 and first["bytes"] == len(data) and len(scans) == 1
+    more = shard_bytes(10, index=3)
+    store(client, more, index=3)
+    now[0] += inspect.BYTES_TTL - 0.5
+    again = client.get("/stats").json                  # the shard count is always current
+    assert again["shards"] == 2 and again["bytes"] == len(data) and len(scans) == 1
+    now[0] += 1
+    assert client.get("/stats").json["bytes"] == len(data) + len(more) and len(scans) == 2
+
+
+def test_scanned_total_scans_once_per_ttl(tmp_path):
+    from data_server.inspect import ScannedTotal
+
+    clock = [0.0]
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    total = ScannedTotal(tmp_path, ttl=5.0, clock=lambda: clock[0])
+    assert total.get() == 10
+    (tmp_path / "b").write_bytes(b"y" * 5)
+    clock[0] = 4.9
+    assert total.get() == 10
+    clock[0] = 5.0
+    assert total.get() == 15
