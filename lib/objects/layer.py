@@ -281,8 +281,10 @@ class ObjectLayer:
                           "collector will", stored.hash)
 
     def stored(self, version: Version) -> None:
-        log.info("stored %s/%r version %d %s (%d bytes, %s)", version.bucket, version.key,
-                 version.number, version.version_id, version.size, version.hash or "parts")
+        # DEBUG: the access line at INFO already records each PUT; a second line per PUT
+        # doubled what logging cost a small PUT (README "Metrics and logs").
+        log.debug("stored %s/%r version %d %s (%d bytes, %s)", version.bucket, version.key,
+                  version.number, version.version_id, version.size, version.hash or "parts")
         if self.on_stored is not None:
             self.on_stored(version)
 
