@@ -2,6 +2,8 @@
 at an object's six shards, lose a data server and see it, delete."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -60,6 +62,22 @@ def test_an_operator_uploads_finds_inspects_and_deletes(make_cluster):
         timeout=30)
     assert list(states.values()).count("live") == ALL_SHARDS - 1
     assert admin.call("GET", "/stats").json()["data_servers_live"] == ALL_SHARDS - 1
+
+    # a read from the five shards left has shard 0 rebuilt elsewhere, by the api server or
+    # the worker: the cluster's repair log says so, and /stats counts it
+    sha = hashlib.sha256()
+    with requests.get(f"http://{cluster.api[0].address}/objects/reports/2026/q4.bin",
+                      stream=True, timeout=60) as got:
+        assert got.status_code == 200
+        for chunk in got.iter_content(1 << 16):
+            sha.update(chunk)
+    assert base64.b64encode(sha.digest()).decode() == body.hash
+    (repair, *_) = wait_for(lambda: [
+        r for r in admin.call("GET", "/repairs", params={"limit": 10}).json()["repairs"]
+        if r["hash"] == body.hash and r["outcome"] == "done" and r["shards"] == [0]],
+        timeout=60)
+    assert repair["by"] in ("worker", cluster.api[0].address) and repair["error"] is None
+    assert admin.call("GET", "/stats").json()["repairs"]["done"] >= 1
 
     deleted = admin.call("DELETE", "/objects/book/reports/2026/q4.bin")
     assert deleted.status_code == 200 and deleted.json()["delete_marker"]

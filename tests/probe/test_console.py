@@ -132,6 +132,14 @@ def test_console_in_a_real_browser(make_cluster, browser, tmp_path, record_prope
     saved = wait_for(lambda: _downloaded(browser.downloads, source.name), PAGE_TIMEOUT)
     assert saved.read_bytes() == data
 
+    # the read had the lost shard rebuilt: the cluster page lists the repair
+    def repaired():
+        browser.get(f"{base}/cluster")
+        return browser.find_elements(By.CSS_SELECTOR, "#repairs tr.repair[data-outcome='done']")
+
+    wait_for(repaired, DOWN_TIMEOUT, interval=1)
+    screenshot("repairs")
+
     # delete it: gone from the list
     browser.get(object_page)
     _find(browser, "#delete").click()
