@@ -328,6 +328,10 @@ def test_scanner_repairs_missing_and_corrupt_shards(maint, client, metadata):
     for hash_, data in ((h_lost, lost), (h_flipped, flipped), (h_truncated, truncated)):
         assert fully_stored(client, hash_)
     assert client.get("scan/flipped").content == flipped
+    logged = {r.hash: r for r in metadata.repairs() if r.by == "object_scanner"
+              and r.hash in (h_lost, h_flipped, h_truncated, h_ruined)}
+    assert set(logged) == {h_lost, h_flipped, h_truncated}         # the ruined one never ran
+    assert logged[h_lost].shards == (0, 4) and logged[h_lost].outcome == "done"
 
     delete_number(metadata, "scan/ruined", 1, forget=True)
     again = run_tool(maint, "scripts.object_scanner", "--rate", "1000")
@@ -404,7 +408,7 @@ def test_scanner_collects_the_extra_copies_a_returning_server_brings(maint, clie
 
 # -- the work queue ---------------------------------------------------------------------------
 
-def test_a_degraded_get_is_repaired_by_the_worker(maint, client):
+def test_a_degraded_get_is_repaired_by_the_worker(maint, client, metadata):
     data = os.urandom(BLOCK_SIZE + 1)
     hash_ = put(client, "queue/degraded", data)
     client.shard_files(hash_)[2][0].unlink()
@@ -412,6 +416,8 @@ def test_a_degraded_get_is_repaired_by_the_worker(maint, client):
     wait_for(lambda: fully_stored(client, hash_))
     log = maint.workers[0].log_path
     wait_for(lambda: f"repair {hash_}: rebuilt shards [2]" in log.read_text())
+    (record,) = [r for r in metadata.repairs() if r.hash == hash_]
+    assert (record.by, record.outcome, record.shards) == ("worker", "done", (2,))
 
 
 def test_a_worker_killed_mid_task_does_not_lose_it(maint, hook):
