@@ -102,13 +102,13 @@ def _queue_counts(api: "ApiServer") -> tuple[int | None, int | None]:
     return tuple(None if c is None else c[0] for c in counts)  # type: ignore[return-value]
 
 
-def stats(api: "ApiServer") -> dict[str, Any]:
+def stats(api: "ApiServer", servers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Totals over the cluster: what the metadata holds, what the live data servers hold on
     disk, the task queue, the repairs (done and failed: every process's, from the repair
     log's counters; pending: this api worker's and the task queue's), and the origin
-    prefetch jobs' keys per state."""
+    prefetch jobs' keys per state.  ``servers``: :func:`nodes`, when the caller has it."""
     usage = api.metadata.usage()
-    servers = nodes(api)
+    servers = nodes(api) if servers is None else servers
     live = [s for s in servers if s["state"] == "live"]
     physical = sum(s["bytes"] for s in live)
     depth, dead = _queue_counts(api)

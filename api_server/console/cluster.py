@@ -20,6 +20,6 @@ def index():
 @bp.get("/cluster")
 def cluster_page():
     servers = inspect.nodes(api())
-    return render_template("console/cluster.html", nodes=servers, stats=inspect.stats(api()),
-                           down=sum(s["state"] != "live" for s in servers),
+    return render_template("console/cluster.html", nodes=servers,
+                           stats=inspect.stats(api(), servers), down=sum(s["state"] != "live" for s in servers),
                            repairs=inspect.recent_repairs(api(), RECENT_REPAIRS))

@@ -59,8 +59,6 @@ class Repairer:
         self._by = by
         self._lock = threading.Lock()
         self._pending: set[str] = set()
-        #: Repairs this process finished and failed since it started (the management API).
-        self.done = self.failed = 0
         self._checked: dict[str, float] = {}
         self._check_budget = float(UNREAD_CHECKS_PER_SECOND)
         self._budget_time = time.monotonic()
@@ -137,10 +135,6 @@ class Repairer:
         finally:
             with self._lock:
                 self._pending.discard(hash_)
-                if error is None:
-                    self.done += 1
-                else:
-                    self.failed += 1
         record_repair(self._metadata, hash_, damaged if error else rebuilt, error, self._by)
 
     def pending(self) -> int:
