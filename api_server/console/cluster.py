@@ -21,5 +21,6 @@ def index():
 def cluster_page():
     servers = inspect.nodes(api())
     return render_template("console/cluster.html", nodes=servers,
-                           stats=inspect.stats(api(), servers), down=sum(s["state"] != "live" for s in servers),
+                           stats=inspect.stats(api(), servers),
+                           down=sum(s["state"] != "live" for s in servers),
                            repairs=inspect.recent_repairs(api(), RECENT_REPAIRS))
