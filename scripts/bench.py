@@ -107,7 +107,7 @@ groups (--only, comma-separated; each group runs in this order, on the same clus
                           CompleteMultipartUpload of --complete-parts 1 KiB parts alone
   pg                      a second cluster on PostgreSQL (127.0.0.1:5432, database test, a
                           schema of its own, dropped at the end): sqlite_ / pg_small_put and
-                          small_get (3 turns on each, alternating, after an untimed
+                          small_get (4 turns on each, A B B A, after an untimed
                           second), list_keys, list_prefixes
   cond                    cond_book_put / _none_match / _match and cond_s3_*: plain {SMALL_SIZE} B
                           PUTs, If-None-Match: * PUTs of new keys, If-Match read-modify-write
@@ -683,8 +683,9 @@ META_LIST_BUCKET = "bench-meta-list"
 #: Keys (and prefixes) one listing page returns, as S3's default max-keys.
 PAGE = 1000
 PEER_HOST = "127.0.3.2"
-#: Turns each store takes in the pg group's PUT and GET workloads.
-PG_ROUNDS = 3
+#: Turns each side takes in the pg and observe groups' PUT and GET workloads (even: each
+#: side goes first as often as second).
+PG_ROUNDS = 4
 
 
 def s3_client(address: str, access_key: str = Config.s3_access_key,
@@ -1134,8 +1135,10 @@ class GroupBench:
                    clusters: dict[str, Cluster] | None = None) -> None:
         """One workload on each side (tag, address, op): first a second untimed on each
         (pools fill, statements get prepared), then PG_ROUNDS timed turns each, side after
-        side, so that a noisy neighbour hits both alike; the turns add up to one row each.
-        With ``clusters`` (tag -> its cluster) each row also gets its cluster's CPU per op."""
+        side, so that a noisy neighbour hits both alike, the order reversed every other
+        round (A B B A ...: the first turn of a round was measured dearer than the next);
+        the turns add up to one row each.  With ``clusters`` (tag -> its cluster) each row
+        also gets its cluster's CPU per op."""
         clients, turn = self.args.clients, self.args.small_seconds / PG_ROUNDS
         for _tag, address, op in sides:
             run_clients(address, op, clients=clients, seconds=min(1.0, turn))
@@ -1143,8 +1146,8 @@ class GroupBench:
                  f"{', '.join(tag for tag, _, _ in sides)} ...")
         taken: dict[str, tuple[list[float], float]] = {tag: ([], 0.0) for tag, _, _ in sides}
         cpu = dict.fromkeys(taken, 0.0)
-        for _ in range(PG_ROUNDS):
-            for tag, address, op in sides:
+        for round_ in range(PG_ROUNDS):
+            for tag, address, op in (sides if round_ % 2 == 0 else sides[::-1]):
                 before = cluster_cpu_seconds(clusters[tag]) if clusters else 0.0
                 latencies, elapsed = run_clients(address, op, clients=clients, seconds=turn)
                 if clusters:
