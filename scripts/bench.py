@@ -136,8 +136,9 @@ workload; api_peak_rss_mb is the value after the large and degraded workloads.
 <workload>_ratio, <workload>_rss_mb and <workload>_cpu_ms (CPU of the cluster's processes
 per operation) per workload (mbps only where bytes move, ratio only where a baseline
 applies, rss and cpu only for cluster workloads), observe_api_us, observe_data_us,
-observe_small_put_share, observe_small_get_share, observe_small_put_cpu_ratio and
-observe_small_get_cpu_ratio (the observe group), api_peak_rss_mb,
+observe_small_put_share, observe_small_get_share, observe_small_put_cpu_ratio,
+observe_small_get_cpu_ratio, their _user_cpu_ratio and the rows' _user_cpu_ms (the observe
+group), api_peak_rss_mb,
 cluster_log_errors (ERROR lines and tracebacks in the cluster's logs), and the run's
 settings and machine: cpu_count, python_version, platform, loadavg_start, loadavg_end,
 large_object_mib, large_count, small_object_bytes, clients, small_seconds, latency_samples,
@@ -393,16 +394,16 @@ def api_peak_rss_mib(cluster: Cluster) -> float:
     return max(_vm_hwm_kib(pid) for pid in [master, *_children(master)]) / 1024
 
 
-def cluster_cpu_seconds(cluster: Cluster) -> float:
-    """User and system CPU seconds of every running data and api server process (gunicorn
-    masters and workers)."""
+def cluster_cpu_seconds(cluster: Cluster, user_only: bool = False) -> float:
+    """User and system (or only user) CPU seconds of every running data and api server
+    process (gunicorn masters and workers)."""
     pids = [pid for node in cluster.data + cluster.api if node.running
             for pid in [node.process.pid, *_children(node.process.pid)]]
     ticks = 0
     for pid in pids:
         with contextlib.suppress(FileNotFoundError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
+            ticks += int(fields[11]) + (0 if user_only else int(fields[12]))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -446,6 +447,9 @@ class Result:
     #: CPU milliseconds the cluster's processes (api and data servers) spent per operation:
     #: on a busy machine it moves far less than ops/s.
     cpu_ms: float | None = None
+    #: Its user-space part (observe group): what the kernel does for the files a PUT creates
+    #: depends on the file system's recent past more than on the code.
+    user_cpu_ms: float | None = None
 
     @property
     def ops(self) -> float:
@@ -479,6 +483,8 @@ class Result:
             out[f"{self.key}_rss_mb"] = self.rss_mib
         if self.cpu_ms is not None:
             out[f"{self.key}_cpu_ms"] = self.cpu_ms
+        if self.user_cpu_ms is not None:
+            out[f"{self.key}_user_cpu_ms"] = self.user_cpu_ms
         return out
 
 
@@ -1145,13 +1151,16 @@ class GroupBench:
         progress(f"{label}: {PG_ROUNDS} turns of {turn:.1f} s on each of "
                  f"{', '.join(tag for tag, _, _ in sides)} ...")
         taken: dict[str, tuple[list[float], float]] = {tag: ([], 0.0) for tag, _, _ in sides}
-        cpu = dict.fromkeys(taken, 0.0)
+        cpu, user = dict.fromkeys(taken, 0.0), dict.fromkeys(taken, 0.0)
         for round_ in range(PG_ROUNDS):
             for tag, address, op in (sides if round_ % 2 == 0 else sides[::-1]):
-                before = cluster_cpu_seconds(clusters[tag]) if clusters else 0.0
+                if clusters:
+                    before = (cluster_cpu_seconds(clusters[tag]),
+                              cluster_cpu_seconds(clusters[tag], user_only=True))
                 latencies, elapsed = run_clients(address, op, clients=clients, seconds=turn)
                 if clusters:
-                    cpu[tag] += cluster_cpu_seconds(clusters[tag]) - before
+                    cpu[tag] += cluster_cpu_seconds(clusters[tag]) - before[0]
+                    user[tag] += cluster_cpu_seconds(clusters[tag], user_only=True) - before[1]
                 taken[tag] = (taken[tag][0] + latencies, taken[tag][1] + elapsed)
         first = sides[0][0]
         for tag, _, _ in sides:
@@ -1161,6 +1170,7 @@ class GroupBench:
                                        f"{first}_{key}" if tag != first else None)
             if clusters:
                 result.cpu_ms = cpu[tag] * 1000 / len(latencies)
+                result.user_cpu_ms = user[tag] * 1000 / len(latencies)
 
     # -- cond: conditional PUTs against plain ones ---------------------------------------------
     def cond_workloads(self) -> None:
@@ -1271,7 +1281,11 @@ class GroupBench:
             "observe_small_get_share": (cost["api_us"] + DATA_SHARDS * cost["data_us"])
                                        / (get * 1000),
             "observe_small_put_cpu_ratio": results["observed_small_put"].cpu_ms / put,
-            "observe_small_get_cpu_ratio": results["observed_small_get"].cpu_ms / get}
+            "observe_small_get_cpu_ratio": results["observed_small_get"].cpu_ms / get,
+            "observe_small_put_user_cpu_ratio": results["observed_small_put"].user_cpu_ms
+                                                / results["unobserved_small_put"].user_cpu_ms,
+            "observe_small_get_user_cpu_ratio": results["observed_small_get"].user_cpu_ms
+                                                / results["unobserved_small_get"].user_cpu_ms}
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -1313,8 +1327,10 @@ def report_table(bench: Bench, info: dict[str, object]) -> str:
     if bench.observed:
         o = bench.observed
         lines += ["", f"observed / unobserved cluster, CPU per small PUT "
-                      f"{o['observe_small_put_cpu_ratio']:.3f}, per small GET "
-                      f"{o['observe_small_get_cpu_ratio']:.3f}",
+                      f"{o['observe_small_put_cpu_ratio']:.3f} (user "
+                      f"{o['observe_small_put_user_cpu_ratio']:.3f}), per small GET "
+                      f"{o['observe_small_get_cpu_ratio']:.3f} (user "
+                      f"{o['observe_small_get_user_cpu_ratio']:.3f})",
                   f"in process (CPU us a request): api {o['observe_api_us']:.1f} with its JSON "
                   f"line, data server {o['observe_data_us']:.1f}: "
                   f"{o['observe_small_put_share']:.1%} of an unobserved small PUT's CPU, "
