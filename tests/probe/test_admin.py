@@ -104,13 +104,15 @@ def test_readme_management_examples_admin_s3_key_and_book_token(make_cluster, tm
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     answers = done.stdout.splitlines()
-    uploaded, listed, found, info, stats, nodes, deleted = (json.loads(a) for a in answers[:7])
+    uploaded, listed, found, info, stats, nodes, repairs, deleted = (
+        json.loads(a) for a in answers[:8])
     assert uploaded["key"] == "reports/q4.txt" and uploaded["size"] == 18
     assert [o["key"] for o in listed["objects"]] == ["reports/q4.txt"]
     assert [o["key"] for o in found["objects"]] == ["reports/q4.txt"]
     assert sum(s["present"] and s["verified"] for s in info["shards"]) == ALL_SHARDS
     assert stats["objects"] == 1 and len(nodes["nodes"]) == ALL_SHARDS
-    assert deleted["delete_marker"] and answers[7] == "401"
+    assert repairs == {"repairs": []}              # nothing was damaged
+    assert deleted["delete_marker"] and answers[8] == "401"
 
     admin = curl("--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "OPSKEY:ops-secret",
                  f"http://{address}/api/v1/stats")

@@ -63,10 +63,12 @@ GROUP_KEYS = (
 def test_groups_run_with_tiny_sizes_and_print_their_rows():
     """Every group besides book, at sizes that only show it runs: the table has their rows
     and the JSON their numbers; the PostgreSQL cluster's schema is dropped."""
-    tiny = ["--quick", "--only", "s3,list,multipart,pg,cond,observe", "--small-seconds", "0.3",
+    tiny = ["--quick", "--small-seconds", "0.3",
             "--multipart-mib", "2", "--part-mib", "1", "--complete-parts", "5",
             "--list-keys", "30", "--samples", "3", "--large-count", "1"]
-    for extra in (["--json"], []):
+    # the table run leaves out observe, whose two clusters the JSON run has shown
+    for extra in (["--only", "s3,list,multipart,pg,cond,observe", "--json"],
+                  ["--only", "s3,list,multipart,pg,cond"]):
         process = subprocess.Popen([sys.executable, "scripts/bench.py", *tiny, *extra],
                                    cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
@@ -78,7 +80,7 @@ def test_groups_run_with_tiny_sizes_and_print_their_rows():
             pytest.fail(f"bench groups still running after 240 s; stderr:\n{stderr[-4000:]}")
         assert process.returncode == 0, stderr[-4000:]
         assert f"bench_{process.pid}_" not in _schemas()
-        if extra:
+        if "--json" in extra:
             result = json.loads(stdout)
             for key in GROUP_KEYS:
                 value = result.get(key)
