@@ -145,6 +145,32 @@ def test_buckets(store: MetadataStore) -> None:
     assert store.ensure_bucket("book", versioning=ENABLED).versioning == ENABLED
 
 
+def test_a_bucket_created_by_many_at_once_is_created_once(store: MetadataStore) -> None:
+    """Two api servers starting together both ensure the book bucket: one creates it, the
+    others see it exists (BucketExists), never a store error."""
+    for round_ in range(10):                           # the race window is narrow
+        name = f"raced{round_}"
+        barrier = threading.Barrier(6)
+        outcomes: list[str] = []
+
+        def create() -> None:
+            barrier.wait()
+            try:
+                store.create_bucket(name, "me")
+                outcomes.append("created")
+            except BucketExists as exc:
+                outcomes.append("exists" if exc.bucket.name == name else repr(exc))
+            except Exception as exc:                   # noqa: BLE001 - the failure to show
+                outcomes.append(repr(exc))
+
+        threads = [threading.Thread(target=create) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["created"] + ["exists"] * 5
+
+
 def test_delete_marker_keeps_bucket_non_empty(store: MetadataStore) -> None:
     store.create_bucket("m", versioning=ENABLED)
     put(store, "k", bucket="m")
