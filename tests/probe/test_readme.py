@@ -121,7 +121,10 @@ def test_run_command_prints_where_everything_is_and_stops_on_ctrl_c(tmp_path):
         assert get_json(f"127.0.2.2:{port}", "/health")["data_servers"] == 6
     finally:
         process.send_signal(signal.SIGINT)
-        rest = process.communicate(timeout=60)[0]
+        # each node has STOP_TIMEOUT (25 s) to finish its requests before it is killed, and
+        # the nodes are waited for one after another: in the full suite, beside the shared
+        # cluster, this took longer than 60 s twice (not seen alone; not explained yet)
+        rest = process.communicate(timeout=150)[0]
         delete_exchanges(RABBITMQ, [f"apiServers{suffix}", f"dataServers{suffix}",
                                     f"faults{suffix}"])
         delete_queues(RABBITMQ, TaskQueues(f"tessera.tasks{suffix}").all_names())
