@@ -1105,26 +1105,7 @@ class GroupBench:
             with running_cluster(free_port(DATA_SERVERS, 1), args.keep_root, env) as pg:
                 stores = (("sqlite", bench.cluster, Config(metadata_db=bench.cluster.metadata_db)),
                           ("pg", pg, Config(metadata_url=url)))
-                names: dict[str, list[list[str]]] = {tag: [[] for _ in range(args.clients)]
-                                                      for tag, _, _ in stores}
-
-                def put(tag: str) -> Op:
-                    def path(worker: int, _i: int) -> str:
-                        mine = names[tag][worker]
-                        mine.append(f"bench/meta/{worker}/{len(mine)}")
-                        return f"/objects/{mine[-1]}"
-                    return bench.small_put_op(path)
-
-                def get(tag: str) -> Op:
-                    def op(client: Client, worker: int, i: int) -> None:
-                        mine = names[tag][worker]
-                        client.get(f"/objects/{mine[i % len(mine)]}")
-                    return op
-
-                for what, make in (("PUT", put), ("GET", get)):
-                    self._alternate(f"small_{what.lower()}", f"small {what}",
-                                    [(tag, cluster.api[0].address, make(tag))
-                                     for tag, cluster, _ in stores])
+                self._small_turns({tag: cluster for tag, cluster, _ in stores}, "meta")
                 bench.store_reference(pg.api[0].address)     # what the listed keys point at
                 for tag, cluster, config in stores:
                     target = S3Target(tag, cluster.api[0].env["S3_LISTEN_ADDRESS"])
@@ -1136,6 +1117,30 @@ class GroupBench:
                 drop_pg_schema(url)
             except Exception as exc:
                 progress(f"could not drop the schema of {url}: {exc!r}")
+
+    def _small_turns(self, clusters: dict[str, Cluster], folder: str,
+                     cpu: bool = False) -> None:
+        """Small PUTs, then GETs of what each side stored, on every cluster by turns
+        (:meth:`_alternate`; ``cpu``: with each cluster's CPU per op)."""
+        names = {tag: [[] for _ in range(self.args.clients)] for tag in clusters}
+
+        def put(tag: str) -> Op:
+            def path(worker: int, _i: int) -> str:
+                mine = names[tag][worker]
+                mine.append(f"bench/{folder}/{worker}/{len(mine)}")
+                return f"/objects/{mine[-1]}"
+            return self.bench.small_put_op(path)
+
+        def get(tag: str) -> Op:
+            def op(client: Client, worker: int, i: int) -> None:
+                mine = names[tag][worker]
+                client.get(f"/objects/{mine[i % len(mine)]}")
+            return op
+
+        for what, make in (("PUT", put), ("GET", get)):
+            self._alternate(f"small_{what.lower()}", f"small {what}",
+                            [(tag, c.api[0].address, make(tag)) for tag, c in clusters.items()],
+                            clusters if cpu else None)
 
     def _alternate(self, key: str, label: str, sides: list[tuple[str, str, Op]],
                    clusters: dict[str, Cluster] | None = None) -> None:
@@ -1245,26 +1250,7 @@ class GroupBench:
             clusters = {tag: stack.enter_context(running_cluster(
                             free_port(DATA_SERVERS, 1), args.keep_root, env))
                         for tag, env in envs.items()}
-            names: dict[str, list[list[str]]] = {tag: [[] for _ in range(args.clients)]
-                                                  for tag in clusters}
-
-            def put(tag: str) -> Op:
-                def path(worker: int, _i: int) -> str:
-                    mine = names[tag][worker]
-                    mine.append(f"bench/observe/{worker}/{len(mine)}")
-                    return f"/objects/{mine[-1]}"
-                return bench.small_put_op(path)
-
-            def get(tag: str) -> Op:
-                def op(client: Client, worker: int, i: int) -> None:
-                    mine = names[tag][worker]
-                    client.get(f"/objects/{mine[i % len(mine)]}")
-                return op
-
-            for what, make in (("PUT", put), ("GET", get)):
-                self._alternate(f"small_{what.lower()}", f"small {what}",
-                                [(tag, c.api[0].address, make(tag)) for tag, c in
-                                 clusters.items()], clusters)
+            self._small_turns(clusters, "observe", cpu=True)
             for cluster in clusters.values():
                 bench.extra_log_errors += log_errors(cluster)
         progress("observe: CPU per observed request, in process ...")
