@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from lib import metrics
-from lib.logs import REQUEST_ID, AccessRecord, new_request_id, sane_request_id
+from lib.logs import REQUEST_ID, AccessRecord, new_request_id, pid, sane_request_id
 
 REQUEST_ID_KEY = "tessera.request_id"
 OPERATION_KEY = "tessera.operation"
@@ -69,15 +69,15 @@ class _InProgress:
     def add(self, delta: int) -> None:
         with self._count_lock:
             self._count += delta
-        if _InProgress._publisher_pid != metrics.pid():    # first request of this process
+        if _InProgress._publisher_pid != pid():    # first request of this process
             _InProgress._start_publisher()
 
     @classmethod
     def _start_publisher(cls) -> None:
         with cls._lock:
-            if cls._publisher_pid == metrics.pid():
+            if cls._publisher_pid == pid():
                 return
-            cls._publisher_pid = metrics.pid()
+            cls._publisher_pid = pid()
         threading.Thread(target=cls._publish_forever, name="in-progress", daemon=True).start()
 
     @classmethod

@@ -124,6 +124,11 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def pid() -> int:
+    """This process's id, without a system call (every access line, every metric write)."""
+    return _pid
+
+
 class _RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to text lines (``-`` outside requests)."""
 

@@ -44,6 +44,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST  # noqa: F401 - for
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from lib import logs
+
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Latency buckets (seconds): small requests take about a millisecond, big ones seconds.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -84,7 +86,7 @@ def use_multiprocess_dir(parent: Path | None = None) -> Path:
     _remove_orphans(Path(parent or tempfile.gettempdir()))
     path = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent))
     os.environ[_ENV] = str(path)
-    values.ValueClass = values.MultiProcessValue(process_identifier=pid)
+    values.ValueClass = values.MultiProcessValue(process_identifier=logs.pid)
     for collector in list(REGISTRY._collector_to_names):
         if isinstance(collector, MetricWrapperBase):
             children = collector._metrics.values() if collector._labelnames else [collector]
@@ -93,22 +95,6 @@ def use_multiprocess_dir(parent: Path | None = None) -> Path:
     _server_pid = os.getpid()
     atexit.register(_remove, path, _server_pid)
     return path
-
-
-_current_pid = os.getpid()
-
-
-def _forked() -> None:
-    global _current_pid
-    _current_pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def pid() -> int:
-    """This process's id, without a system call (on every increment, every request)."""
-    return _current_pid
 
 
 _PREFIX = "tessera-metrics-"
