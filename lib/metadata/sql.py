@@ -177,17 +177,14 @@ class SqlStore(MetadataStore):
         created = time.time()
 
         def op(tx: Tx) -> Bucket:
+            # ON CONFLICT, not a check first: two api servers starting at once on PostgreSQL
+            # both make the book bucket, and a check cannot see the other's insert
+            if tx.one("INSERT INTO buckets (name, created, owner, versioning, config) "
+                      "VALUES (?, ?, ?, ?, '{}') ON CONFLICT (name) DO NOTHING "
+                      "RETURNING name", name, created, owner, versioning) is not None:
+                return Bucket(name, created, owner, versioning, {})
             row = tx.one("SELECT name, created, owner, versioning, config FROM buckets "
                          "WHERE name = ?", name)
-            if row is None:
-                # ON CONFLICT: another server may create it between the SELECT and here (two
-                # api servers starting at once on PostgreSQL both make the book bucket)
-                if tx.one("INSERT INTO buckets (name, created, owner, versioning, config) "
-                          "VALUES (?, ?, ?, ?, '{}') ON CONFLICT (name) DO NOTHING "
-                          "RETURNING name", name, created, owner, versioning) is not None:
-                    return Bucket(name, created, owner, versioning, {})
-                row = tx.one("SELECT name, created, owner, versioning, config FROM buckets "
-                             "WHERE name = ?", name)
             raise BucketExists(f"bucket {name!r} exists", _bucket(row))
 
         return self._write(op)
